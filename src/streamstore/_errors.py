@@ -1,0 +1,243 @@
+"""The error tree.
+
+    StreamStoreError(Exception)
+    ├── HashMismatchError          .expected, .actual
+    ├── PartialWriteError          .expected_size, .actual_size
+    ├── SizeLimitError             .limit, .size
+    │   ├── TooLargeError
+    │   └── TooSmallError
+    ├── SourceError                original exception as __cause__
+    └── StorageError(OSError)      .errno, .strerror, .filename
+        ├── DiskFullError          ENOSPC, EDQUOT, EFBIG
+        ├── StoragePermissionError EACCES, EPERM, EROFS
+        └── DestinationExistsError EEXIST with overwrite=False
+
+Every error carries ``.dest``, the destination path the store was writing to.
+Every error pickles with its attributes.  Bad arguments raise the builtin
+``TypeError``/``ValueError`` before any byte is read; exceptions raised by the
+caller's own hooks propagate unchanged.  Any other exception escaping
+``store_from_reader`` is a bug.
+
+Foreign ``OSError``s are translated in exactly one place, :func:`storage_error`.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "DestinationExistsError",
+    "DiskFullError",
+    "HashMismatchError",
+    "PartialWriteError",
+    "SizeLimitError",
+    "SourceError",
+    "StorageError",
+    "StoragePermissionError",
+    "StreamStoreError",
+    "TooLargeError",
+    "TooSmallError",
+    "storage_error",
+]
+
+
+def _restore(cls: type[StreamStoreError], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    return cls(*args, **kwargs)
+
+
+def _as_path(dest: str | os.PathLike[str] | None) -> Path | None:
+    return None if dest is None else Path(dest)
+
+
+class StreamStoreError(Exception):
+    """Base class of every error streamstore raises on purpose.
+
+    ``dest`` is the destination path of the failed store (``None`` when the
+    error is not tied to one destination).
+    """
+
+    dest: Path | None
+
+    def __init__(self, message: str, *, dest: str | os.PathLike[str] | None = None) -> None:
+        super().__init__(message)
+        self.dest = _as_path(dest)
+
+    def _reduce_args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        return (str(self.args[0]) if self.args else "",), {"dest": self.dest}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        args, kwargs = self._reduce_args()
+        return (_restore, (type(self), args, kwargs))
+
+
+class HashMismatchError(StreamStoreError):
+    """The stream's SHA-256 differs from ``expected_sha256``; nothing was committed."""
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        expected: str,
+        actual: str,
+        dest: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.expected = expected
+        self.actual = actual
+        if message is None:
+            message = f"SHA-256 mismatch: expected {expected}, got {actual}"
+            if dest is not None:
+                message += f" (nothing written to {os.fspath(dest)})"
+        super().__init__(message, dest=dest)
+
+    def _reduce_args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        args, kwargs = super()._reduce_args()
+        return args, {**kwargs, "expected": self.expected, "actual": self.actual}
+
+
+class PartialWriteError(StreamStoreError):
+    """The source ended before ``expected_size`` bytes arrived (a truncated upload)."""
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        expected_size: int,
+        actual_size: int,
+        dest: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.expected_size = expected_size
+        self.actual_size = actual_size
+        if message is None:
+            message = (
+                f"source ended after {actual_size} bytes, "
+                f"but {expected_size} bytes were expected"
+            )
+        super().__init__(message, dest=dest)
+
+    def _reduce_args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        args, kwargs = super()._reduce_args()
+        return args, {
+            **kwargs,
+            "expected_size": self.expected_size,
+            "actual_size": self.actual_size,
+        }
+
+
+class SizeLimitError(StreamStoreError):
+    """The stream's size is outside the allowed range.
+
+    ``limit`` is the bound that was crossed and ``size`` the number of bytes
+    seen when the store stopped (for :class:`TooLargeError` a lower bound of
+    the stream's true size: the rest is never read).
+    """
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        limit: int,
+        size: int,
+        dest: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.limit = limit
+        self.size = size
+        super().__init__(message or self._default_message(), dest=dest)
+
+    def _default_message(self) -> str:
+        return f"stream size {self.size} is outside the limit {self.limit}"
+
+    def _reduce_args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        args, kwargs = super()._reduce_args()
+        return args, {**kwargs, "limit": self.limit, "size": self.size}
+
+
+class TooLargeError(SizeLimitError):
+    """More bytes than ``max_bytes`` (or ``expected_size``); the excess never reached disk."""
+
+    def _default_message(self) -> str:
+        return (
+            f"stream is larger than the limit of {self.limit} bytes "
+            f"(stopped after {self.size} bytes)"
+        )
+
+
+class TooSmallError(SizeLimitError):
+    """Fewer than ``min_bytes`` bytes by the end of the stream."""
+
+    def _default_message(self) -> str:
+        return f"stream is smaller than the minimum of {self.limit} bytes (got {self.size})"
+
+
+class SourceError(StreamStoreError):
+    """The source raised or misbehaved; the original exception is ``__cause__``."""
+
+
+class StorageError(StreamStoreError, OSError):
+    """Writing, flushing or renaming on the destination filesystem failed.
+
+    Also an :class:`OSError`: ``errno``, ``strerror`` and ``filename`` keep the
+    operating system's values, so ``except OSError`` keeps working.
+    """
+
+    def __init__(
+        self,
+        errno: int,
+        strerror: str,
+        filename: str | None = None,
+        *,
+        dest: str | os.PathLike[str] | None = None,
+        message: str | None = None,
+    ) -> None:
+        OSError.__init__(self, errno, strerror, filename)
+        self.dest = _as_path(dest)
+        self.message = message
+
+    def __str__(self) -> str:
+        base = OSError.__str__(self)
+        return f"{self.message}: {base}" if self.message else base
+
+    def _reduce_args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        return (self.errno, self.strerror, self.filename), {
+            "dest": self.dest,
+            "message": self.message,
+        }
+
+
+class DiskFullError(StorageError):
+    """No space left: ENOSPC, EDQUOT (quota) or EFBIG (file size limit)."""
+
+
+class StoragePermissionError(StorageError):
+    """Permission denied or read-only filesystem: EACCES, EPERM, EROFS."""
+
+
+class DestinationExistsError(StorageError):
+    """``overwrite=False`` and the destination already exists; it was not touched."""
+
+
+_BY_ERRNO: dict[int, type[StorageError]] = {
+    _errno.ENOSPC: DiskFullError,
+    _errno.EFBIG: DiskFullError,
+    _errno.EACCES: StoragePermissionError,
+    _errno.EPERM: StoragePermissionError,
+    _errno.EROFS: StoragePermissionError,
+    _errno.EEXIST: DestinationExistsError,
+}
+if hasattr(_errno, "EDQUOT"):
+    _BY_ERRNO[_errno.EDQUOT] = DiskFullError
+
+
+def storage_error(
+    exc: OSError, *, dest: str | os.PathLike[str] | None, message: str
+) -> StorageError:
+    """Translate an ``OSError`` from the filesystem into the matching :class:`StorageError`."""
+    if isinstance(exc, StorageError):
+        return exc
+    code = exc.errno if exc.errno is not None else _errno.EIO
+    cls = _BY_ERRNO.get(code, StorageError)
+    strerror = exc.strerror or os.strerror(code)
+    filename = exc.filename if isinstance(exc.filename, str) else None
+    return cls(code, strerror, filename, dest=dest, message=message)

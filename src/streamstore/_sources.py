@@ -1,0 +1,228 @@
+"""Turn every supported source into an iterator of chunks (memoryviews).
+
+This is the only place that touches the caller's source: exceptions it raises
+become :class:`SourceError`, misbehaviour (``None`` from a blocking read, more
+bytes than asked) becomes :class:`SourceError`, and a source of the wrong kind
+is a ``TypeError`` raised before anything touches the disk.
+"""
+
+from __future__ import annotations
+
+import inspect
+import io
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+from ._errors import SourceError
+
+__all__ = ["aiter_chunks", "iter_chunks"]
+
+_KINDS = (
+    "bytes/bytearray/memoryview, a binary file object (with readinto() or read()), "
+    "or an iterable of bytes-like chunks"
+)
+_ASYNC_KINDS = _KINDS + ", an object with 'async def read(n)', or an async iterable of bytes"
+
+
+def _bytes_view(obj: object) -> memoryview | None:
+    """A flat byte view of a bytes-like object, or None if ``obj`` is not bytes-like."""
+    if isinstance(obj, str):
+        return None
+    try:
+        view = memoryview(obj)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+    if view.format != "B" or view.ndim != 1:
+        view = view.cast("B")
+    return view
+
+
+def _source_error(exc: BaseException, done: int, dest: Path) -> SourceError:
+    return SourceError(
+        f"source raised {type(exc).__name__}: {exc} (after {done} bytes)", dest=dest
+    )
+
+
+def _check_chunk(data: object, limit: int | None, done: int, dest: Path, what: str) -> memoryview:
+    view = _bytes_view(data)
+    if view is None:
+        if isinstance(data, str):
+            raise TypeError(
+                f"{what} returned str: the source is in text mode; "
+                "open it in binary mode ('rb') or pass its .buffer"
+            )
+        if data is None and limit is not None:
+            raise SourceError(
+                f"{what} returned None (a non-blocking stream with no data ready) "
+                f"after {done} bytes; pass a blocking stream",
+                dest=dest,
+            )
+        if inspect.isawaitable(data):
+            if inspect.iscoroutine(data):
+                data.close()
+            raise TypeError(
+                f"{what} returned an awaitable; use astore_from_reader for async sources"
+            )
+        raise TypeError(f"{what} returned {type(data).__name__}, expected bytes")
+    if limit is not None and len(view) > limit:
+        raise SourceError(
+            f"{what} returned {len(view)} bytes, more than the {limit} asked for "
+            f"(after {done} bytes)",
+            dest=dest,
+        )
+    return view
+
+
+def _split(view: memoryview, chunk_size: int) -> Iterator[memoryview]:
+    if len(view) <= chunk_size:
+        yield view
+    else:
+        for start in range(0, len(view), chunk_size):
+            yield view[start : start + chunk_size]
+
+
+def _is_async_only(source: object) -> bool:
+    read = getattr(source, "read", None)
+    if read is not None and inspect.iscoroutinefunction(read):
+        return True
+    return hasattr(source, "__aiter__") and not hasattr(source, "__iter__")
+
+
+def iter_chunks(
+    source: object, chunk_size: int, dest: Path, *, kinds: str = _KINDS
+) -> Iterator[memoryview]:
+    """Validate ``source`` now and return an iterator over its chunks.
+
+    A ``readinto`` source fills one reused buffer: each chunk is only valid
+    until the next one is requested.
+    """
+    if isinstance(source, str):
+        raise TypeError(
+            "source is a str; pass bytes (e.g. text.encode()) or a binary stream"
+        )
+    view = _bytes_view(source)
+    if view is not None:
+        return _split(view, chunk_size)
+    if isinstance(source, io.TextIOBase):
+        raise TypeError(
+            "source is a text-mode stream; open it in binary mode ('rb') "
+            "or pass its .buffer (e.g. sys.stdin.buffer)"
+        )
+    if _is_async_only(source):
+        raise TypeError(
+            f"source {type(source).__name__} is asynchronous; use astore_from_reader"
+        )
+    if callable(getattr(source, "readinto", None)):
+        return _readinto_chunks(source, chunk_size, dest)
+    if callable(getattr(source, "read", None)):
+        return _read_chunks(source, chunk_size, dest)
+    if hasattr(source, "__iter__"):
+        return _iterable_chunks(source, chunk_size, dest)
+    raise TypeError(f"cannot store from {type(source).__name__}; pass {kinds}")
+
+
+def _readinto_chunks(source: Any, chunk_size: int, dest: Path) -> Iterator[memoryview]:
+    buffer = memoryview(bytearray(chunk_size))
+    readinto = source.readinto
+    done = 0
+    while True:
+        try:
+            n = readinto(buffer)
+        except Exception as exc:
+            raise _source_error(exc, done, dest) from exc
+        if n is None:
+            raise SourceError(
+                f"source.readinto() returned None (a non-blocking stream with no data "
+                f"ready) after {done} bytes; pass a blocking stream",
+                dest=dest,
+            )
+        if not isinstance(n, int) or n < 0 or n > chunk_size:
+            raise SourceError(
+                f"source.readinto() returned {n!r} for a buffer of {chunk_size} bytes",
+                dest=dest,
+            )
+        if n == 0:
+            return
+        done += n
+        yield buffer if n == chunk_size else buffer[:n]
+
+
+def _read_chunks(source: Any, chunk_size: int, dest: Path) -> Iterator[memoryview]:
+    read = source.read
+    done = 0
+    while True:
+        try:
+            data = read(chunk_size)
+        except Exception as exc:
+            raise _source_error(exc, done, dest) from exc
+        view = _check_chunk(data, chunk_size, done, dest, "source.read()")
+        if not view:
+            return
+        done += len(view)
+        yield view
+
+
+def _iterable_chunks(source: Any, chunk_size: int, dest: Path) -> Iterator[memoryview]:
+    done = 0
+    iterator = iter(source)
+    while True:
+        try:
+            item = next(iterator)
+        except StopIteration:
+            return
+        except Exception as exc:
+            raise _source_error(exc, done, dest) from exc
+        view = _check_chunk(item, None, done, dest, "source iterator")
+        done += len(view)
+        yield from _split(view, chunk_size)
+
+
+def aiter_chunks(
+    source: object, chunk_size: int, dest: Path
+) -> AsyncIterator[memoryview] | Iterator[memoryview]:
+    """Like :func:`iter_chunks`, but async sources give an async iterator.
+
+    Async chunks are views of immutable ``bytes`` (copied if the source handed
+    out a mutable buffer), so they may be held across awaits.
+    """
+    read = getattr(source, "read", None)
+    if read is not None and inspect.iscoroutinefunction(read):
+        return _aread_chunks(read, chunk_size, dest)
+    if hasattr(source, "__aiter__"):
+        return _aiterable_chunks(source, chunk_size, dest)
+    return iter_chunks(source, chunk_size, dest, kinds=_ASYNC_KINDS)
+
+
+def _owned(view: memoryview) -> memoryview:
+    return view if isinstance(view.obj, bytes) else memoryview(view.tobytes())
+
+
+async def _aread_chunks(read: Any, chunk_size: int, dest: Path) -> AsyncIterator[memoryview]:
+    done = 0
+    while True:
+        try:
+            data = await read(chunk_size)
+        except Exception as exc:
+            raise _source_error(exc, done, dest) from exc
+        view = _check_chunk(data, chunk_size, done, dest, "source.read()")
+        if not view:
+            return
+        done += len(view)
+        yield _owned(view)
+
+
+async def _aiterable_chunks(source: Any, chunk_size: int, dest: Path) -> AsyncIterator[memoryview]:
+    done = 0
+    iterator = source.__aiter__()
+    while True:
+        try:
+            item = await iterator.__anext__()
+        except StopAsyncIteration:
+            return
+        except Exception as exc:
+            raise _source_error(exc, done, dest) from exc
+        view = _check_chunk(item, None, done, dest, "source async iterator")
+        done += len(view)
+        for piece in _split(_owned(view), chunk_size):
+            yield piece
