@@ -630,3 +630,13 @@ def test_dest_symlink_is_replaced_not_followed(dest_dir: Path, tmp_path: Path) -
     ss.store_from_reader(b"new", dest_dir / "f")
     assert not (dest_dir / "f").is_symlink()
     assert target.read_bytes() == b"target" and (dest_dir / "f").read_bytes() == b"new"
+
+
+def test_strided_and_multidimensional_buffers_are_stored_as_their_bytes(dest_dir: Path) -> None:
+    raw = bytes(range(256)) * 4
+    strided = memoryview(raw)[::2]
+    matrix = memoryview(raw).cast("B", (32, 32))
+    ss.store_from_reader([strided, matrix], dest_dir / "f")
+    assert (dest_dir / "f").read_bytes() == raw[::2] + raw
+    ss.store_from_reader(strided, dest_dir / "g")
+    assert (dest_dir / "g").read_bytes() == raw[::2]

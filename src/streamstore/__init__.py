@@ -10,6 +10,8 @@ from ._errors import (
     DestinationExistsError,
     DiskFullError,
     HashMismatchError,
+    InvalidDigestError,
+    ObjectNotFoundError,
     PartialWriteError,
     SizeLimitError,
     SourceError,
@@ -21,16 +23,21 @@ from ._errors import (
 )
 from ._hooks import ProgressHook
 from ._pending import sweep_temp
+from ._store import ContentStore, ObjectInfo
 from ._sync import store_from_reader
 from ._types import Hook, Progress, SizeLimit, StoreResult
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ContentStore",
     "DestinationExistsError",
     "DiskFullError",
     "HashMismatchError",
     "Hook",
+    "InvalidDigestError",
+    "ObjectInfo",
+    "ObjectNotFoundError",
     "PartialWriteError",
     "Progress",
     "ProgressHook",

@@ -16,7 +16,7 @@ from ._hooks import ProgressHook
 from ._sources import aiter_chunks
 from ._types import AsyncSource, Hook, ProgressCallback, SizeLimit, StoreResult
 
-__all__ = ["astore_from_reader", "run_in_thread"]
+__all__ = ["arun_operation", "astore_from_reader", "run_in_thread"]
 
 T = TypeVar("T")
 BATCH_BYTES = 1024 * 1024
@@ -102,6 +102,15 @@ async def astore_from_reader(
         durable=durable,
         mode=mode,
     )
+    return await arun_operation(op, source)
+
+
+async def arun_operation(op: Operation, source: AsyncSource) -> StoreResult:
+    """Drive ``op`` with the chunks of ``source`` (validated first) and return its result.
+
+    The asyncio loop itself; :meth:`~streamstore.ContentStore.aput` drives its
+    own :class:`Operation` through it too.
+    """
     chunks = aiter_chunks(source, op.chunk_size, op.dest)
     try:
         await run_in_thread(op.start)

@@ -21,13 +21,14 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Union
 
 from ._errors import StreamStoreError
 from ._hooks import DigestCheck, ExpectedSize, Limit, ProgressHook
 from ._pending import PendingFile
+from ._pipeline import HASH_THREAD_AFTER, MAX_CHUNK, MIN_CHUNK, HashThread
 from ._types import Hook, ProgressCallback, SizeLimit, StoreResult
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "ErrorMapper", "Operation"]
@@ -36,10 +37,10 @@ DEFAULT_CHUNK_SIZE = 32 * 1024
 _SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
 
 ErrorFactory = Callable[[StreamStoreError], BaseException]
-ErrorMapper = Union[
-    Mapping[type[StreamStoreError], ErrorFactory],
-    Callable[[StreamStoreError], Union[BaseException, None]],
-]
+ErrorMapper = (
+    Mapping[type[StreamStoreError], ErrorFactory]
+    | Callable[[StreamStoreError], BaseException | None]
+)
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:
@@ -101,7 +102,7 @@ def _check_errors(errors: object) -> ErrorMapper | None:
                 raise TypeError(f"errors[{key.__name__}] must be callable, got {factory!r}")
         return errors
     if callable(errors):
-        return errors  # type: ignore[return-value]
+        return errors
     raise TypeError(
         f"errors= must be a mapping of error classes to factories or a callable, "
         f"got {type(errors).__name__}"
@@ -125,7 +126,14 @@ class Operation:
     """One store in progress: checks, hooks, hash and the pending file.
 
     Creating it checks every argument and touches nothing on disk.
+
+    Once a stream reaches ``hash_thread_after`` bytes, hashing moves to a
+    second thread (:mod:`streamstore._pipeline`) so it overlaps reading and
+    writing; ``None`` keeps every store on one thread.  Results, errors and
+    hook calls are the same either way.
     """
+
+    hash_thread_after: int | None = HASH_THREAD_AFTER
 
     def __init__(
         self,
@@ -141,6 +149,7 @@ class Operation:
         overwrite: bool = True,
         durable: bool = True,
         mode: int | None = None,
+        commit_to: Callable[[StoreResult], Path] | None = None,
     ) -> None:
         self.dest = path = _check_dest(dest)
         self.chunk_size = _check_int("chunk_size", chunk_size, 1)
@@ -153,6 +162,10 @@ class Operation:
         self.overwrite = bool(overwrite)
         self.durable = bool(durable)
         self.mode = mode
+        if commit_to is not None and not callable(commit_to):
+            raise TypeError(f"commit_to must be callable, got {type(commit_to).__name__}")
+        self.commit_to = commit_to
+        self.created: bool | None = None
 
         chain: list[Hook] = []
         if limit is not None:
@@ -174,10 +187,12 @@ class Operation:
             hook.on_chunk for hook in chain if type(hook).on_chunk is not Hook.on_chunk
         ]
         self._hasher = hashlib.sha256()
-        self._update = self._hasher.update
+        self._update: Callable[[memoryview], object] = self._hasher.update
         self.size = 0
         self.pending: PendingFile | None = None
         self._write: Callable[[memoryview], None] | None = None
+        self._pipe: HashThread | None = None
+        self._pipe_at = sys.maxsize  # size at which feed() starts the hashing thread
 
     def start(self) -> None:
         """Create the temp file and run the ``on_start`` hooks."""
@@ -185,6 +200,9 @@ class Operation:
             self.dest, overwrite=self.overwrite, durable=self.durable, mode=self.mode
         )
         self._write = self.pending.write
+        after = self.hash_thread_after
+        if after is not None and MIN_CHUNK <= self.chunk_size <= MAX_CHUNK:
+            self._pipe_at = after
         for hook in self.hooks:
             hook.on_start(self.expected_size)
 
@@ -195,6 +213,17 @@ class Operation:
             on_chunk(chunk, size)
         self._update(chunk)
         self._write(chunk)  # type: ignore[misc]
+        if size >= self._pipe_at:
+            self._start_hash_thread()
+
+    def _start_hash_thread(self) -> None:
+        """The stream proved large: hash the following chunks on a second thread."""
+        self._pipe_at = sys.maxsize
+        try:
+            self._pipe = HashThread(self._hasher.update)
+        except RuntimeError:  # "can't start new thread": carry on with one
+            return
+        self._update = self._pipe.submit
 
     def pump(self, chunks: Iterator[memoryview], budget: int) -> bool:
         """Feed chunks until about ``budget`` bytes are done; False once ``chunks`` is exhausted."""
@@ -207,14 +236,26 @@ class Operation:
         return False
 
     def commit(self) -> StoreResult:
-        """Check the end of the stream, flush, run ``on_finish`` hooks and make it visible."""
+        """Check the end of the stream, flush, run ``on_finish`` hooks and make it visible.
+
+        With ``commit_to``, the final path is ``commit_to(result)`` (``result.path``
+        is then ``dest``, which only places the temp file); the hooks see that
+        final path, and the commit there is exclusive with an existing file
+        kept (see :meth:`PendingFile.commit`).  ``created`` tells which happened.
+        """
         pending = self.pending
         assert pending is not None, "start() was not called"
+        if self._pipe is not None:
+            self._pipe.finish()
         result = StoreResult(self.dest, self.size, self._hasher.hexdigest())
+        target = None
+        if self.commit_to is not None:
+            target = self.commit_to(result)
+            result = StoreResult(target, result.size, result.sha256)
         pending.flush()
         for hook in self.hooks:
             hook.on_finish(result)
-        pending.commit()
+        self.created = pending.commit(target)
         return result
 
     def fail(self, exc: BaseException) -> BaseException:
@@ -223,6 +264,8 @@ class Operation:
         Use as ``raise op.fail(exc)`` inside ``except BaseException as exc``:
         a mapped error is chained to ``exc`` by ``from``.
         """
+        if self._pipe is not None:
+            self._pipe.close()  # joined: nothing touches our buffers after this
         if self.pending is not None:
             try:
                 self.pending.discard()

@@ -7,6 +7,8 @@
     │   ├── TooLargeError
     │   └── TooSmallError
     ├── SourceError                original exception as __cause__
+    ├── ObjectNotFoundError(KeyError)    .digest   (ContentStore: no such object)
+    ├── InvalidDigestError(ValueError)   .digest   (ContentStore: not 64 hex characters)
     └── StorageError(OSError)      .errno, .strerror, .filename
         ├── DiskFullError          ENOSPC, EDQUOT, EFBIG
         ├── StoragePermissionError EACCES, EPERM, EROFS
@@ -32,6 +34,8 @@ __all__ = [
     "DestinationExistsError",
     "DiskFullError",
     "HashMismatchError",
+    "InvalidDigestError",
+    "ObjectNotFoundError",
     "PartialWriteError",
     "SizeLimitError",
     "SourceError",
@@ -173,6 +177,54 @@ class TooSmallError(SizeLimitError):
 
 class SourceError(StreamStoreError):
     """The source raised or misbehaved; the original exception is ``__cause__``."""
+
+
+class ObjectNotFoundError(StreamStoreError, KeyError):
+    """A :class:`~streamstore.ContentStore` holds no object with this ``digest``.
+
+    Also a :class:`KeyError`, so ``except KeyError`` keeps working; ``dest`` is
+    the path the object would have.
+    """
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        digest: str,
+        dest: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.digest = digest
+        super().__init__(message or f"no object {digest} in the store", dest=dest)
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+    def _reduce_args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        args, kwargs = super()._reduce_args()
+        return args, {**kwargs, "digest": self.digest}
+
+
+class InvalidDigestError(StreamStoreError, ValueError):
+    """A content-store key is not a SHA-256 hex digest (exactly 64 hex characters).
+
+    Also a :class:`ValueError`.  ``digest`` is the rejected key; it was
+    rejected before any filesystem call, so it never named a path.
+    """
+
+    def __init__(self, message: str | None = None, *, digest: str) -> None:
+        self.digest = digest
+        if message is None:
+            shown = digest if len(digest) <= 80 else digest[:77] + "..."
+            message = (
+                f"invalid object digest {shown!r}: expected exactly 64 hexadecimal "
+                f"characters (a SHA-256), got {len(digest)} characters"
+            )
+        super().__init__(message)
+
+    def _reduce_args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        args, kwargs = super()._reduce_args()
+        del kwargs["dest"]
+        return args, {**kwargs, "digest": self.digest}
 
 
 class StorageError(StreamStoreError, OSError):

@@ -15,7 +15,9 @@ import os
 import re
 import secrets
 import stat
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -34,6 +36,46 @@ _NAME_BYTES = 96
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+
+WRITEBACK_STEP = 4 * 1024 * 1024
+"""A durable file's pages are handed to the kernel's writeback after every
+this many bytes (a hint; the fsync before the rename is what guarantees)."""
+_SYNC_FILE_RANGE_WRITE = 2
+_sync_file_range: Callable[[int, int, int, int], int] | None = None
+_sync_file_range_loaded = False
+
+
+def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (ImportError, OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def _start_writeback(fd: int) -> None:
+    """Start (not wait for) writeback of ``fd``'s dirty pages: Linux
+    ``sync_file_range(SYNC_FILE_RANGE_WRITE)`` through ctypes, as the os module
+    lacks it.  Elsewhere, or if it fails, do nothing: fsync does it all."""
+    global _sync_file_range, _sync_file_range_loaded
+    if not _sync_file_range_loaded:
+        _sync_file_range_loaded = True
+        _sync_file_range = _load_sync_file_range()
+    if _sync_file_range is not None:
+        if _sync_file_range(fd, 0, 0, _SYNC_FILE_RANGE_WRITE) != 0:
+            _sync_file_range = None  # e.g. ENOSYS or ESPIPE: stop trying
+
+
+_fault_plans: list[Callable[[PendingFile], None]] = []
+"""Test seam for :func:`streamstore.testing.fail_storage`: callables given each
+new :class:`PendingFile` (they may replace its ``write``/``flush``/``commit``
+or raise).  Empty outside tests; :meth:`PendingFile.create` checks it once."""
 
 
 def is_temp_name(name: str) -> bool:
@@ -134,7 +176,10 @@ class PendingFile:
             except BaseException:
                 os.close(fd)
                 raise
-            return cls(dest, fd, temp_path, overwrite=overwrite, durable=durable, mode=mode)
+            pending = cls(dest, fd, temp_path, overwrite=overwrite, durable=durable, mode=mode)
+            if _fault_plans:  # test seam only (streamstore.testing.fail_storage)
+                _apply_fault_plans(pending)
+            return pending
         raise StorageError(errno.EEXIST, os.strerror(errno.EEXIST), str(directory), dest=dest,
                            message="could not create a unique temp file")
 
@@ -148,7 +193,19 @@ class PendingFile:
                 while n < len(view):
                     n += os.write(fd, view[n:])
         except OSError as exc:
-            raise storage_error(exc, dest=self.dest, message=f"cannot write to {self.dest}") from exc
+            raise storage_error(
+                exc, dest=self.dest, message=f"cannot write to {self.dest}"
+            ) from exc
+        if self.durable:
+            written = self._written = self._written + n
+            if written >= self._writeback_at:
+                self._writeback_at = written + WRITEBACK_STEP
+                _start_writeback(fd)
+
+    # Durable files count their bytes and, every WRITEBACK_STEP, ask the kernel
+    # to start writing them back, so the final fsync finds little left to do.
+    _written = 0
+    _writeback_at = WRITEBACK_STEP
 
     def flush(self) -> None:
         """Apply ``mode`` and, when durable, fsync the data to stable storage."""
@@ -160,13 +217,27 @@ class PendingFile:
         except OSError as exc:
             raise storage_error(exc, dest=self.dest, message=f"cannot flush {self.dest}") from exc
 
-    def commit(self) -> None:
-        """Make the temp file visible at ``dest`` atomically (call :meth:`flush` first)."""
+    def commit(self, target: Path | None = None) -> bool:
+        """Make the temp file visible at ``dest`` atomically (call :meth:`flush` first).
+
+        With ``target``, the file is committed there instead, exclusively (a
+        hard link, so there is no check-then-rename window), and a file that
+        already exists at ``target`` wins: it is kept, the temp file is removed
+        and False is returned.  That is a content-addressed store's dedupe,
+        where equal names mean equal bytes.  True when the file was committed.
+        """
         if self._done:
             raise RuntimeError("PendingFile already committed or discarded")
-        temp, dest = self.temp_path, self.dest
+        temp, dest = self.temp_path, self.dest if target is None else target
+        created = True
         try:
-            if self.overwrite:
+            if target is not None:
+                try:
+                    os.link(temp, dest, follow_symlinks=False)
+                except FileExistsError:
+                    created = False
+                os.unlink(temp)
+            elif self.overwrite:
                 os.replace(temp, dest)
             else:
                 os.link(temp, dest, follow_symlinks=False)
@@ -179,13 +250,14 @@ class PendingFile:
             raise storage_error(exc, dest=dest, message=f"cannot rename into {dest}") from exc
         self._done = True
         self._close()
-        if self.durable:
+        if self.durable and created:
             try:
                 fsync_directory(dest.parent)
             except OSError as exc:
                 raise storage_error(
                     exc, dest=dest,
                     message=f"{dest} was written but the directory fsync failed") from exc
+        return created
 
     def discard(self) -> None:
         """Remove the temp file.  Idempotent; a no-op after :meth:`commit`."""
@@ -215,6 +287,15 @@ class PendingFile:
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.discard()
+
+
+def _apply_fault_plans(pending: PendingFile) -> None:
+    try:
+        for plan in tuple(_fault_plans):
+            plan(pending)
+    except BaseException:
+        pending.discard()
+        raise
 
 
 def _owner_alive(path: str, pid: int) -> bool:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import SourceError
+from ._pipeline import MAX_CHUNK, RING_SLOTS, RingBuffer
 
 __all__ = ["aiter_chunks", "iter_chunks"]
 
@@ -33,6 +34,8 @@ def _bytes_view(obj: object) -> memoryview | None:
         view = memoryview(obj)  # type: ignore[arg-type]
     except TypeError:
         return None
+    if not view.c_contiguous:
+        view = memoryview(view.tobytes())  # e.g. a strided slice: copy into one flat run
     if view.format != "B" or view.ndim != 1:
         view = view.cast("B")
     return view
@@ -94,8 +97,9 @@ def iter_chunks(
 ) -> Iterator[memoryview]:
     """Validate ``source`` now and return an iterator over its chunks.
 
-    A ``readinto`` source fills one reused buffer: each chunk is only valid
-    until the next one is requested.
+    A ``readinto`` source fills reused buffers: each chunk is only guaranteed
+    valid until the next one is requested (in fact it lives until
+    ``RING_SLOTS - 1`` more were handed out; see :mod:`streamstore._pipeline`).
     """
     if isinstance(source, str):
         raise TypeError(
@@ -123,10 +127,20 @@ def iter_chunks(
 
 
 def _readinto_chunks(source: Any, chunk_size: int, dest: Path) -> Iterator[memoryview]:
-    buffer = memoryview(bytearray(chunk_size))
+    # A ring of buffers, allocated as first needed: a small stream uses one or
+    # two, and a buffer is refilled only after RING_SLOTS - 1 newer chunks.
+    slots = RING_SLOTS if chunk_size <= MAX_CHUNK else 1
+    ring: list[memoryview] = []
+    slot = 0
     readinto = source.readinto
     done = 0
     while True:
+        if slot < len(ring):
+            buffer = ring[slot]
+        else:
+            buffer = memoryview(RingBuffer(chunk_size))
+            ring.append(buffer)
+        slot = slot + 1 if slot + 1 < slots else 0
         try:
             n = readinto(buffer)
         except Exception as exc:

@@ -10,7 +10,7 @@ from ._hooks import ProgressHook
 from ._sources import iter_chunks
 from ._types import Hook, ProgressCallback, SizeLimit, Source, StoreResult
 
-__all__ = ["store_from_reader"]
+__all__ = ["run_operation", "store_from_reader"]
 
 
 def store_from_reader(
@@ -70,6 +70,15 @@ def store_from_reader(
         durable=durable,
         mode=mode,
     )
+    return run_operation(op, source)
+
+
+def run_operation(op: Operation, source: Source) -> StoreResult:
+    """Drive ``op`` with the chunks of ``source`` (validated first) and return its result.
+
+    The synchronous loop itself; :class:`~streamstore.ContentStore` drives its
+    own :class:`Operation` through it too.
+    """
     chunks = iter_chunks(source, op.chunk_size, op.dest)
     try:
         op.start()

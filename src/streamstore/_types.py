@@ -6,7 +6,7 @@ import inspect
 from collections.abc import AsyncIterable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Union, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 __all__ = [
     "AsyncReadSource",
@@ -22,7 +22,7 @@ __all__ = [
     "StoreResult",
 ]
 
-BytesLike = Union[bytes, bytearray, memoryview]
+BytesLike = bytes | bytearray | memoryview
 
 
 @runtime_checkable
@@ -45,10 +45,10 @@ class AsyncReadSource(Protocol):
     async def read(self, n: int, /) -> bytes: ...
 
 
-Source = Union[BytesLike, ReadintoSource, ReadSource, Iterable[BytesLike]]
+Source = BytesLike | ReadintoSource | ReadSource | Iterable[BytesLike]
 """Anything :func:`~streamstore.store_from_reader` accepts."""
 
-AsyncSource = Union[Source, AsyncReadSource, AsyncIterable[BytesLike]]
+AsyncSource = Source | AsyncReadSource | AsyncIterable[BytesLike]
 """Anything :func:`~streamstore.astore_from_reader` accepts."""
 
 
@@ -83,7 +83,8 @@ ProgressCallback = Callable[[Progress], object]
 
 @dataclass(frozen=True)
 class SizeLimit:
-    """Bounds on a stream's size: at most ``max_bytes`` (``None``: unbounded), at least ``min_bytes``.
+    """Bounds on a stream's size: at most ``max_bytes`` (``None``: no maximum),
+    at least ``min_bytes``.
 
     ``limit=N`` is shorthand for ``SizeLimit(max_bytes=N)``.
     """

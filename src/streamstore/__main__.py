@@ -1,0 +1,6 @@
+"""``python -m streamstore``: the command line."""
+
+from ._cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,595 @@
+"""The ``streamstore`` command line (also ``python -m streamstore``).
+
+Every subcommand is a thin wrapper around the public API; errors are printed
+as one line on stderr (what failed, for which input, what is on disk) and
+mapped to the exit codes in :data:`EXIT_CODES`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import stat
+import sys
+import time
+from collections.abc import Callable, Sequence
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, BinaryIO, NoReturn, TextIO
+
+from ._errors import (
+    DiskFullError,
+    HashMismatchError,
+    InvalidDigestError,
+    ObjectNotFoundError,
+    PartialWriteError,
+    SizeLimitError,
+    SourceError,
+    StorageError,
+    StoragePermissionError,
+    StreamStoreError,
+)
+from ._hooks import ProgressHook
+from ._store import ContentStore, check_digest
+from ._sync import store_from_reader
+from ._types import Progress, SizeLimit, StoreResult
+
+__all__ = ["EXIT_CODES", "main", "parse_duration", "parse_size"]
+
+EXIT_OK = 0
+EXIT_CORRUPT = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+EXIT_HASH_MISMATCH = 4
+EXIT_SIZE = 5
+EXIT_DISK_FULL = 6
+EXIT_PERMISSION = 7
+EXIT_SOURCE = 8
+EXIT_STORAGE = 9
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES = {
+    EXIT_OK: "success",
+    EXIT_CORRUPT: "verify found corrupt objects",
+    EXIT_USAGE: "bad usage: unknown option, malformed size, duration or digest",
+    EXIT_NOT_FOUND: "no such object, or STORE is not a content store",
+    EXIT_HASH_MISMATCH: "the input's SHA-256 differs from --sha256",
+    EXIT_SIZE: "the input is larger than --max-size or smaller than --min-size",
+    EXIT_DISK_FULL: "no space left on the store's filesystem (or quota exceeded)",
+    EXIT_PERMISSION: "permission denied or read-only filesystem (on the store side)",
+    EXIT_SOURCE: "the input could not be opened or read",
+    EXIT_STORAGE: "any other storage error",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+}
+
+LARGE_INPUT = 4 * 1024 * 1024
+"""Inputs at least this large (or of unknown size) get a progress bar on a TTY."""
+
+_UNITS = {
+    "": 1, "b": 1,
+    "k": 1024, "kib": 1024, "kb": 1000,
+    "m": 1024**2, "mib": 1024**2, "mb": 1000**2,
+    "g": 1024**3, "gib": 1024**3, "gb": 1000**3,
+    "t": 1024**4, "tib": 1024**4, "tb": 1000**4,
+}
+_SIZE_RE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*")
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION_RE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([smhd]?)\s*")
+
+
+def parse_size(text: str) -> int:
+    """``"10M"`` -> 10485760.  K/M/G/T and KiB/MiB/GiB/TiB are powers of 1024,
+    KB/MB/GB/TB powers of 1000, no suffix or B means bytes (case-insensitive)."""
+    match = _SIZE_RE.fullmatch(text)
+    unit = match.group(2).lower() if match else ""
+    if match is None or unit not in _UNITS:
+        raise ValueError(
+            f"invalid size {text!r}: use bytes or a number with K, M, G, T, "
+            "KiB, MiB, GiB, TiB, KB, MB, GB or TB (e.g. 10M, 1.5GiB)"
+        )
+    try:
+        return int(Decimal(match.group(1)) * _UNITS[unit])
+    except InvalidOperation:  # pragma: no cover - the regex admits only numbers
+        raise ValueError(f"invalid size {text!r}") from None
+
+
+def parse_duration(text: str) -> float:
+    """``"1h"`` -> 3600.0; units s, m, h, d; no unit means seconds."""
+    match = _DURATION_RE.fullmatch(text)
+    if match is None:
+        raise ValueError(
+            f"invalid duration {text!r}: use seconds or a number with s, m, h or d "
+            "(e.g. 90s, 30m, 1h)"
+        )
+    return float(Decimal(match.group(1)) * _DURATION_UNITS[match.group(2)])
+
+
+def _argtype(parse: Callable[[str], Any], what: str) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except (ValueError, TypeError) as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = what
+    return convert
+
+
+def _meta_item(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ValueError(f"invalid --meta {text!r}: use KEY=VALUE")
+    return key, value
+
+
+# -- output helpers ---------------------------------------------------------------
+
+
+class _Failure(Exception):
+    """A one-line error for the user, with its exit code."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class ProgressBar:
+    """Draws ``label  done / total  pct  rate  ETA`` on a terminal, at most ten
+    times a second, and clears the line when closed.  Built on the core's
+    progress callback (``progress=ProgressBar(...)``)."""
+
+    def __init__(self, stream: TextIO, label: str, total: int | None) -> None:
+        self.stream = stream
+        self.label = label
+        self.total = total
+        self._last = 0.0
+        self._drawn = False
+
+    def __call__(self, progress: Progress) -> None:
+        now = time.monotonic()
+        final = progress.bytes_done > 0 and progress.bytes_done == self.total
+        if self.total is None and progress.bytes_done < LARGE_INPUT:
+            return
+        if not final and now - self._last < 0.1:
+            return
+        self._last = now
+        self._draw(progress)
+
+    def _draw(self, progress: Progress) -> None:
+        done, elapsed, total = progress.bytes_done, progress.elapsed, self.total
+        rate = done / elapsed if elapsed > 0 else 0.0
+        label = self.label if len(self.label) <= 24 else self.label[:21] + "..."
+        parts = [label]
+        if total:
+            fraction = min(1.0, done / total)
+            filled = int(fraction * 16)
+            parts.append(f"[{'#' * filled}{'.' * (16 - filled)}] {fraction:4.0%}")
+            parts.append(f"{_human(done)}/{_human(total)}")
+        else:
+            parts.append(_human(done))
+        parts.append(f"{_human(rate)}/s")
+        if total and rate > 0:
+            parts.append(f"ETA {_clock(max(0, total - done) / rate)}")
+        width = shutil.get_terminal_size((80, 24)).columns - 1
+        line = " ".join(parts)[:width]
+        self.stream.write(f"\r{line}\x1b[K")
+        self.stream.flush()
+        self._drawn = True
+
+    def close(self) -> None:
+        """Erase the bar (the result goes to stdout)."""
+        if self._drawn:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self._drawn = False
+
+
+def _progress_for(label: str, total: int | None) -> ProgressBar | None:
+    stream = sys.stderr
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    if not tty or (total is not None and total < LARGE_INPUT):
+        return None
+    return ProgressBar(stream, label, total)
+
+
+def _open_input(name: str) -> tuple[BinaryIO, int | None, bool]:
+    """The input stream, its size if known, and whether we must close it."""
+    if name == "-":
+        stream: BinaryIO = sys.stdin.buffer
+        close = False
+    else:
+        try:
+            stream = open(name, "rb")
+        except OSError as exc:
+            raise _Failure(EXIT_SOURCE, f"cannot open input: {exc.strerror or exc}") from None
+        close = True
+    total = None
+    try:
+        st = os.fstat(stream.fileno())
+        if stat.S_ISREG(st.st_mode):
+            total = max(0, st.st_size - stream.tell())
+    except (OSError, ValueError, AttributeError):
+        pass
+    return stream, total, close
+
+
+def _describe(exc: BaseException) -> tuple[int, str]:
+    """Exit code and one-line reason for an error from the library."""
+    if isinstance(exc, HashMismatchError):
+        return EXIT_HASH_MISMATCH, f"SHA-256 mismatch: expected {exc.expected}, got {exc.actual}"
+    if isinstance(exc, PartialWriteError):
+        return EXIT_SIZE, str(exc)
+    if isinstance(exc, SizeLimitError):
+        return EXIT_SIZE, str(exc)
+    if isinstance(exc, SourceError):
+        return EXIT_SOURCE, f"cannot read input: {exc}"
+    if isinstance(exc, DiskFullError):
+        return EXIT_DISK_FULL, str(exc)
+    if isinstance(exc, StoragePermissionError):
+        return EXIT_PERMISSION, str(exc)
+    if isinstance(exc, ObjectNotFoundError):
+        return EXIT_NOT_FOUND, f"no such object {exc.digest}"
+    if isinstance(exc, InvalidDigestError):
+        return EXIT_USAGE, str(exc)
+    if isinstance(exc, (StorageError, OSError)):
+        return EXIT_STORAGE, str(exc)
+    if isinstance(exc, StreamStoreError):  # pragma: no cover - every subclass is above
+        return EXIT_STORAGE, str(exc)
+    if isinstance(exc, (TypeError, ValueError)):
+        return EXIT_USAGE, str(exc)
+    raise exc
+
+
+def _store_arg(root: str, *, create: bool, durable: bool = True) -> ContentStore:
+    if not create and not (Path(root) / "objects").is_dir():
+        raise _Failure(EXIT_NOT_FOUND,
+                       f"{root}: not a content store (no objects/ directory)")
+    try:
+        return ContentStore(root, durable=durable)
+    except (StorageError, ValueError) as exc:
+        code, reason = _describe(exc)
+        raise _Failure(code, f"{root}: cannot open the store: {reason}") from None
+
+
+def _limit(args: argparse.Namespace) -> SizeLimit | None:
+    if args.max_size is None and args.min_size is None:
+        return None
+    try:
+        return SizeLimit(max_bytes=args.max_size, min_bytes=args.min_size or 0)
+    except ValueError as exc:
+        raise _Failure(EXIT_USAGE, f"--min-size/--max-size: {exc}") from None
+
+
+def _ingest(
+    name: str, what: str, run: Callable[[BinaryIO, ProgressBar | None], StoreResult | Any]
+) -> Any:
+    """Open input ``name``, run the store with a progress bar if fitting, clean up."""
+    try:
+        stream, total, close = _open_input(name)
+    except _Failure as failure:
+        raise _Failure(failure.code, f"{name}: {failure}; {what}") from None
+    bar = _progress_for("stdin" if name == "-" else os.path.basename(name) or name, total)
+    try:
+        return run(stream, bar)
+    except KeyboardInterrupt:
+        raise _Failure(EXIT_INTERRUPTED, f"{name}: interrupted; {what}") from None
+    except (StreamStoreError, OSError, TypeError, ValueError) as exc:
+        code, reason = _describe(exc)
+        if (isinstance(exc, StorageError) and exc.dest is not None
+                and exc.dest.suffix == ".json" and exc.dest.parent.parent.parent.name == "objects"):
+            what = "the object was stored but its metadata was not updated"
+        raise _Failure(code, f"{name}: {reason}; {what}") from None
+    finally:
+        if bar is not None:
+            bar.close()
+        if close:
+            stream.close()
+
+
+def _progress_arg(bar: ProgressBar | None) -> ProgressHook | None:
+    return None if bar is None else ProgressHook(bar)
+
+
+# -- subcommands ------------------------------------------------------------------
+
+
+def cmd_put(args: argparse.Namespace) -> int:
+    inputs: list[str] = args.inputs or ["-"]
+    if args.sha256 is not None and len(inputs) > 1:
+        raise _Failure(EXIT_USAGE, "--sha256 applies to a single input; got "
+                       f"{len(inputs)} inputs")
+    if inputs.count("-") > 1:
+        raise _Failure(EXIT_USAGE, "'-' (stdin) can be given only once")
+    store = _store_arg(args.store, create=True, durable=not args.no_fsync)
+    metadata = dict(args.meta) if args.meta else None
+    limit = _limit(args)
+    status = EXIT_OK
+    for name in inputs:
+        def run(stream: BinaryIO, bar: ProgressBar | None) -> Any:
+            return store.put(stream, expected_sha256=args.sha256, limit=limit,
+                             progress=_progress_arg(bar), metadata=metadata)
+        try:
+            info = _ingest(name, "nothing was stored", run)
+        except _Failure as failure:
+            _error(args.command, str(failure))
+            if failure.code == EXIT_INTERRUPTED:
+                return failure.code
+            status = status or failure.code
+            continue
+        print(f"{info.sha256}  {info.size}  {name}", flush=True)
+    return status
+
+
+def cmd_store(args: argparse.Namespace) -> int:
+    dest = args.dest
+    limit = _limit(args)
+
+    def run(stream: BinaryIO, bar: ProgressBar | None) -> Any:
+        return store_from_reader(stream, dest, expected_sha256=args.sha256, limit=limit,
+                                 progress=_progress_arg(bar), durable=not args.no_fsync)
+
+    result = _ingest(args.input, f"{dest} was not changed", run)
+    print(f"{result.sha256}  {result.size}  {dest}", flush=True)
+    return EXIT_OK
+
+
+def _object_failure(digest: str, exc: BaseException) -> _Failure:
+    code, reason = _describe(exc)
+    if isinstance(exc, (ObjectNotFoundError, InvalidDigestError)):
+        return _Failure(code, reason)
+    return _Failure(code, f"{digest}: {reason}")
+
+
+def cmd_cat(args: argparse.Namespace) -> int:
+    store = _store_arg(args.store, create=False)
+    try:
+        f = store.open(args.digest)
+    except (StreamStoreError, OSError) as exc:
+        raise _object_failure(args.digest, exc) from None
+    out = sys.stdout.buffer
+    with f:
+        try:
+            shutil.copyfileobj(f, out, 1024 * 1024)
+            out.flush()
+        except BrokenPipeError:
+            # The reader went away (e.g. `| head`): not an error of ours.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+    return EXIT_OK
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    store = _store_arg(args.store, create=False)
+    try:
+        info = store.info(args.digest)
+    except (StreamStoreError, OSError) as exc:
+        raise _object_failure(args.digest, exc) from None
+    doc = {"sha256": info.sha256, "size": info.size, "path": str(info.path),
+           "metadata": info.metadata}
+    print(json.dumps(doc, indent=2, ensure_ascii=False, sort_keys=False))
+    return EXIT_OK
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    store = _store_arg(args.store, create=False)
+    out = sys.stdout
+    for digest in sorted(store):
+        try:
+            size = store.info(digest).size
+        except ObjectNotFoundError:
+            continue  # deleted meanwhile
+        out.write(f"{digest}  {size}\n")
+    out.flush()
+    return EXIT_OK
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    store = _store_arg(args.store, create=False)
+    status = EXIT_OK
+    for digest in args.digests:
+        try:
+            removed = store.delete(digest)
+        except (StreamStoreError, OSError) as exc:
+            failure = _object_failure(digest, exc)
+            _error(args.command, str(failure))
+            status = status or failure.code
+            continue
+        if not removed:
+            _error(args.command, f"no such object {digest.lower()}; nothing was removed")
+            status = status or EXIT_NOT_FOUND
+    return status
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    store = _store_arg(args.store, create=False)
+    corrupt: list[str] = []
+    try:
+        if args.digests:
+            for digest in args.digests:
+                corrupt.extend(store.verify(digest))
+        else:
+            corrupt = store.verify()
+    except (StreamStoreError, OSError) as exc:
+        digest = getattr(exc, "digest", None) or "verify"
+        raise _object_failure(digest, exc) from None
+    for digest in corrupt:
+        print(digest)
+    if corrupt:
+        _error(args.command, f"{len(corrupt)} corrupt object(s): their bytes no longer "
+               "match their SHA-256; delete and re-put them")
+        return EXIT_CORRUPT
+    return EXIT_OK
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    store = _store_arg(args.store, create=False)
+    try:
+        removed = store.sweep(older_than=args.older_than)
+    except (StreamStoreError, OSError) as exc:
+        code, reason = _describe(exc)
+        raise _Failure(code, f"{args.store}: {reason}") from None
+    print(f"removed {removed} orphaned temp file(s)")
+    return EXIT_OK
+
+
+# -- parser -----------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _epilog() -> str:
+    lines = ["exit codes:"]
+    lines += [f"  {code:<4} {meaning}" for code, meaning in EXIT_CODES.items()]
+    lines += [
+        "",
+        "sizes: plain bytes, or K/M/G/T (also KiB/MiB/...: powers of 1024) or",
+        "       KB/MB/GB/TB (powers of 1000), e.g. 10M, 1.5GiB, 500KB.",
+        "durations: seconds, or a number with s/m/h/d, e.g. 90s, 30m, 1h.",
+    ]
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``streamstore`` command."""
+    return _build()[0]
+
+
+def _build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = _Parser(
+        prog="streamstore",
+        description="Store byte streams safely: one pass, SHA-256, size limits, atomic commit; "
+        "and a content-addressed store of such streams.",
+        epilog=_epilog(),
+        formatter_class=formatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                parser_class=_Parser)
+    size = _argtype(parse_size, "size")
+    digest = _argtype(check_digest, "digest")
+
+    def common(p: argparse.ArgumentParser, *, limits: bool) -> None:
+        p.add_argument("--sha256", type=digest, metavar="HEX",
+                       help="expected SHA-256; a different input is rejected (exit 4)")
+        if limits:
+            p.add_argument("--max-size", type=size, metavar="SIZE",
+                           help="reject inputs larger than SIZE (exit 5)")
+            p.add_argument("--min-size", type=size, metavar="SIZE",
+                           help="reject inputs smaller than SIZE (exit 5)")
+        p.add_argument("--no-fsync", action="store_true",
+                       help="skip the fsyncs (faster, not crash-safe)")
+
+    p = sub.add_parser("put", help="store inputs in STORE, print '<sha256>  <size>  <name>'",
+                       description="Store each input (a file, or - for stdin; default: "
+                       "stdin) in the content store STORE, created if missing.  Prints "
+                       "'<sha256>  <size>  <name>' per input, like sha256sum.  Shows a "
+                       "progress bar on stderr when it is a terminal and the input is large.",
+                       epilog=_epilog(), formatter_class=formatter)
+    p.add_argument("store", metavar="STORE")
+    p.add_argument("inputs", nargs="*", metavar="FILE|-")
+    common(p, limits=True)
+    p.add_argument("--meta", action="append", type=_argtype(_meta_item, "KEY=VALUE"),
+                   metavar="KEY=VALUE", help="metadata to store beside the object (repeatable)")
+    p.set_defaults(func=cmd_put)
+
+    p = sub.add_parser("cat", help="write an object to stdout",
+                       epilog=_epilog(), formatter_class=formatter)
+    p.add_argument("store", metavar="STORE")
+    p.add_argument("digest", metavar="DIGEST")
+    p.set_defaults(func=cmd_cat)
+
+    p = sub.add_parser("info", help="print an object's info as JSON",
+                       epilog=_epilog(), formatter_class=formatter)
+    p.add_argument("store", metavar="STORE")
+    p.add_argument("digest", metavar="DIGEST")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("ls", help="list objects: '<sha256>  <size>' per line",
+                       epilog=_epilog(), formatter_class=formatter)
+    p.add_argument("store", metavar="STORE")
+    p.set_defaults(func=cmd_ls)
+
+    p = sub.add_parser("rm", help="delete objects", epilog=_epilog(), formatter_class=formatter)
+    p.add_argument("store", metavar="STORE")
+    p.add_argument("digests", nargs="+", metavar="DIGEST")
+    p.set_defaults(func=cmd_rm)
+
+    p = sub.add_parser("verify", help="re-hash objects; exit 1 if any is corrupt",
+                       description="Re-hash every object (or the given ones) and print the "
+                       "digests of corrupt objects; exit 1 if there is any.",
+                       epilog=_epilog(), formatter_class=formatter)
+    p.add_argument("store", metavar="STORE")
+    p.add_argument("digests", nargs="*", metavar="DIGEST")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("sweep", help="remove orphaned temp files of dead writers",
+                       epilog=_epilog(), formatter_class=formatter)
+    p.add_argument("store", metavar="STORE")
+    p.add_argument("--older-than", type=_argtype(parse_duration, "duration"), default=3600.0,
+                   metavar="DURATION", help="only temps older than this (default: 1h)")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("store", help="store one input at DEST atomically (the core)",
+                       description="Store one input (a file or - for stdin) at the path DEST: "
+                       "a temp file beside DEST, fsync, atomic rename.  DEST is replaced "
+                       "only if every check passes.  Prints '<sha256>  <size>  <DEST>'.",
+                       epilog=_epilog(), formatter_class=formatter)
+    p.add_argument("input", metavar="FILE|-")
+    p.add_argument("dest", metavar="DEST")
+    common(p, limits=True)
+    p.set_defaults(func=cmd_store)
+    return parser, dict(sub.choices)
+
+
+def _error(command: str, message: str) -> None:
+    sys.stderr.write(f"streamstore {command}: {message}\n")
+    sys.stderr.flush()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    parser, commands = _build()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in commands:
+        # Intermixed: options may follow the inputs (put STORE a --max-size 1M b).
+        args = commands[argv[0]].parse_intermixed_args(argv[1:])
+        args.command = argv[0]
+    else:
+        args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except _Failure as failure:
+        _error(args.command, str(failure))
+        return failure.code
+    except KeyboardInterrupt:
+        _error(args.command, "interrupted")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_OK

@@ -1,0 +1,128 @@
+"""Hashing on a second thread: the optimisation :class:`~streamstore._core.Operation`
+switches to once a stream proves large.
+
+One thread does read -> hooks -> write; a second one runs ``hashlib.update``.
+Both calls release the GIL for buffers of a few KiB and more, so on two cores
+hashing overlaps reading and writing instead of adding to them.  Nothing else
+changes: hooks still run on the caller's thread, before the write, in order;
+the hash sees the chunks in the same order; the digest is read only after the
+thread has been joined.
+
+Chunks are handed over in batches of :data:`BATCH` (one thread wake-up per
+batch, not per chunk), with at most :data:`MAX_BATCHES` batches queued or being
+hashed; so once :meth:`HashThread.submit` returns, at most
+:data:`MAX_IN_FLIGHT` chunks are still referenced.  A ``readinto`` source
+therefore fills a ring of :data:`RING_SLOTS` = ``MAX_IN_FLIGHT + 1`` reused
+buffers (:class:`RingBuffer`), so a buffer is never refilled while it is hashed.
+Chunks backed by ``bytes`` are immutable and handed over as they are; any
+other chunk (a caller's reused ``bytearray``, an ``mmap``) is copied first.
+Memory stays bounded: at most ``RING_SLOTS`` chunks of at most
+:data:`MAX_CHUNK` bytes.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from queue import SimpleQueue
+
+__all__ = ["BATCH", "HASH_THREAD_AFTER", "MAX_BATCHES", "MAX_CHUNK", "MAX_IN_FLIGHT",
+           "MIN_CHUNK", "RING_SLOTS", "HashThread", "RingBuffer"]
+
+HASH_THREAD_AFTER = 2 * 1024 * 1024
+"""Bytes a stream must reach before the hashing thread starts: small stores
+never pay for a thread (starting one costs ~50-100 us)."""
+
+BATCH = 4
+MAX_BATCHES = 3
+MAX_IN_FLIGHT = MAX_BATCHES * BATCH + BATCH - 1  # queued batches + the one being filled
+RING_SLOTS = MAX_IN_FLIGHT + 1  # 16 buffers: 512 KiB at the default 32 KiB chunk size
+MIN_CHUNK = 4 * 1024
+"""Below this chunk size hashlib keeps the GIL (it releases it from 2 KiB) and
+queueing costs more than it saves: such stores stay on one thread."""
+MAX_CHUNK = 64 * 1024
+"""Above this chunk size the ring would cost too much memory: one thread."""
+
+
+class RingBuffer(bytearray):
+    """A source buffer that is refilled only after :data:`MAX_IN_FLIGHT` newer
+    chunks were handed out, so the hashing thread may read it without a copy."""
+
+    __slots__ = ()
+
+
+class HashThread:
+    """Runs ``update(chunk)`` on a second thread, in submission order.
+
+    :meth:`finish` (success) or :meth:`close` (failure) must be called: both
+    join the thread.
+    """
+
+    def __init__(self, update: Callable[[memoryview], object]) -> None:
+        self._work: SimpleQueue[list[memoryview] | None] = SimpleQueue()
+        self._batch: list[memoryview] = []
+        self._done: SimpleQueue[None] = SimpleQueue()
+        self._put = self._work.put
+        self._wait = self._done.get
+        self._in_flight = 0  # batches handed over whose completion was not yet collected
+        self._stop = False
+        self._closed = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(update,), name="streamstore-hash", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, update: Callable[[memoryview], object]) -> None:
+        get = self._work.get
+        done = self._done.put
+        while (batch := get()) is not None:
+            if not self._stop:
+                try:
+                    for chunk in batch:
+                        update(chunk)
+                except BaseException as exc:  # e.g. MemoryError: reported by finish()
+                    self._error = exc
+                    self._stop = True
+            done(None)
+
+    def submit(self, chunk: memoryview) -> None:
+        """Queue ``chunk`` for hashing; returns once at most MAX_IN_FLIGHT are held."""
+        owner = type(chunk.obj)
+        if owner is not bytes and owner is not RingBuffer:
+            chunk = memoryview(bytes(chunk))  # the caller may reuse its buffer
+        batch = self._batch
+        batch.append(chunk)
+        if len(batch) == BATCH:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        if self._in_flight < MAX_BATCHES:
+            self._in_flight += 1
+        else:
+            self._wait()  # an older batch is done: its buffers may be refilled
+        self._put(self._batch)
+        self._batch = []
+
+    def finish(self) -> None:
+        """Wait until every chunk is hashed and the thread has exited."""
+        if self._batch:
+            self._hand_over()
+        self.close(stop=False)
+        if self._error is not None:
+            raise self._error
+
+    def close(self, *, stop: bool = True) -> None:
+        """Stop (skipping what is still queued unless ``stop=False``) and join."""
+        if stop:
+            self._stop = True
+        if not self._closed:
+            self._closed = True
+            self._put(None)
+        try:
+            self._thread.join()
+        except BaseException:
+            # Interrupted while joining: the thread only has a few chunks left
+            # to skip or hash, so wait for it before the caller cleans up.
+            self._thread.join()
+            raise
