@@ -698,7 +698,7 @@ def targets(data: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _mbps(x: float) -> str:
-    return f"{x / 1e6:,.0f}"
+    return f"{x / 1e6:,.1f}" if x < 10e6 else f"{x / 1e6:,.0f}"
 
 
 def _cpu(case: dict[str, Any], c: dict[str, Any]) -> str:
@@ -843,6 +843,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=HERE / ".work",
                         help="scratch directory on the filesystem to measure (removed after)")
     parser.add_argument("--pause", type=float, default=None, help="idle seconds between runs")
+    parser.add_argument("--repeats", type=int, default=None, help="override every case's repeats")
     parser.add_argument("--only", action="append", default=[],
                         help="run only cases whose label starts with this (repeatable)")
     parser.add_argument("--update-doc", action="store_true",
@@ -859,14 +860,16 @@ def main() -> None:
     else:
         pause = args.pause if args.pause is not None else (0.2 if args.quick else 0.5)
         args.workdir.mkdir(parents=True, exist_ok=True)
-        fs = subprocess.run(["stat", "-f", "-c", "%T", str(args.workdir)], capture_output=True,
-                            text=True, check=False).stdout.strip() or "?"
+        fs = subprocess.run(["findmnt", "-n", "-o", "FSTYPE", "-T", str(args.workdir)],
+                            capture_output=True, text=True, check=False).stdout.strip() or "?"
         began = time.monotonic()
         results = []
         try:
             for case in cases(args.quick):
                 if args.only and not any(case["label"].startswith(o) for o in args.only):
                     continue
+                if args.repeats is not None:
+                    case["repeats"] = args.repeats
                 print(f"== {case['label']} ({case['source']})", flush=True)
                 results.append(run_case(case, args.workdir, pause))
         finally:

@@ -249,3 +249,72 @@ async def test_event_loop_is_never_blocked_by_disk_work(dest_dir: Path) -> None:
     assert result.size == 256 * 1024 * 1024
     assert len(lags) > 5
     assert max(lags) < 0.05, f"event loop lagged {max(lags) * 1000:.1f} ms"
+
+
+@pytest.mark.asyncio
+async def test_declared_size_caps_how_far_an_async_source_is_read(dest_dir: Path) -> None:
+    produced = [0]
+
+    async def endless() -> AsyncIterator[bytes]:
+        while True:
+            produced[0] += 4096
+            yield b"x" * 4096
+
+    with pytest.raises(ss.TooLargeError) as info:
+        await ss.astore_from_reader(endless(), dest_dir / "f", expected_size=100_000,
+                                    chunk_size=4096)
+    assert info.value.limit == 100_000
+    assert produced[0] <= 100_000 + 4096
+    assert snapshot(dest_dir) == {}
+
+
+@pytest.mark.asyncio
+async def test_cancelling_a_slow_sync_source_is_prompt(dest_dir: Path) -> None:
+    """The worker feeds a sync source for at most ~0.1 s per hop, so a
+    cancellation does not wait for a whole 1 MiB batch of slow reads."""
+    reading = threading.Event()
+
+    class Slow:
+        def read(self, n: int) -> bytes:
+            reading.set()
+            time.sleep(0.02)
+            return b"s" * min(n, 1024)
+
+    task = asyncio.create_task(ss.astore_from_reader(Slow(), dest_dir / "f"))
+    assert await asyncio.to_thread(reading.wait, 5)
+    await asyncio.sleep(0.05)
+    started = time.perf_counter()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert time.perf_counter() - started < 0.5
+    assert snapshot(dest_dir) == {}
+
+
+@pytest.mark.asyncio
+async def test_a_failing_source_waits_for_the_batch_in_flight(dest_dir: Path) -> None:
+    """The loop reads the next batch while the worker writes the previous one;
+    when the source fails, cleanup happens only after that worker finished."""
+    in_worker = threading.Event()
+    release = threading.Event()
+    finished: list[bool] = []
+
+    class Gate(ss.Hook):
+        def on_chunk(self, chunk: memoryview, bytes_so_far: int) -> None:
+            if bytes_so_far == 32 * 1024:
+                in_worker.set()
+                release.wait(5)
+            if bytes_so_far == 1024 * 1024:
+                finished.append(True)
+
+    async def source() -> AsyncIterator[bytes]:
+        for _ in range(32):
+            yield b"a" * 32 * 1024
+        assert await asyncio.to_thread(in_worker.wait, 5)
+        asyncio.get_running_loop().call_later(0.05, release.set)
+        raise ConnectionResetError("client went away")
+
+    with pytest.raises(ss.SourceError):
+        await ss.astore_from_reader(source(), dest_dir / "f", hooks=[Gate()])
+    assert finished == [True]
+    assert snapshot(dest_dir) == {}

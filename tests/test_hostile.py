@@ -354,12 +354,6 @@ def test_endless_async_stream_stops_within_one_chunk(out: Path) -> None:
     assert os.listdir(out) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: astore_from_reader batches up to 1 MiB of an async source before the "
-    "limit hooks run, so it reads up to 1 MiB (not one chunk) past a limit; nothing past "
-    "the limit is written (see the test above)",
-)
 def test_endless_async_stream_reads_at_most_one_chunk_past_the_limit(out: Path) -> None:
     produced = [0]
 

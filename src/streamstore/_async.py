@@ -22,26 +22,37 @@ T = TypeVar("T")
 BATCH_BYTES = 1024 * 1024
 
 
-async def run_in_thread(fn: Callable[..., T], *args: object) -> T:
-    """Run ``fn(*args)`` in the default executor without ever abandoning it.
-
-    If the calling task is cancelled, the cancellation is re-raised only after
-    the worker has finished, so cleanup never races with a write in flight.
-    """
+def _submit(fn: Callable[..., T], *args: object) -> asyncio.Future[T]:
     loop = asyncio.get_running_loop()
     ctx = contextvars.copy_context()
-    future = loop.run_in_executor(None, ctx.run, fn, *args)
+    return loop.run_in_executor(None, ctx.run, fn, *args)
+
+
+async def _settle(future: asyncio.Future[object]) -> None:
+    """Wait until ``future`` is done, whatever happens to the calling task; never raise."""
+    while not future.done():
+        try:
+            await asyncio.wait([future])
+        except asyncio.CancelledError:
+            continue
+    if not future.cancelled():
+        future.exception()  # retrieved: whoever called us is raising something else
+
+
+async def _join(future: asyncio.Future[T]) -> T:
+    """Await a worker's result; if the task is cancelled, re-raise that only
+    after the worker has finished, so cleanup never races a write in flight."""
     try:
         return await asyncio.shield(future)
     except asyncio.CancelledError:
-        while not future.done():
-            try:
-                await asyncio.wait([future])
-            except asyncio.CancelledError:
-                continue
-        if not future.cancelled():
-            future.exception()  # retrieved: the cancellation wins
+        await _settle(future)  # type: ignore[arg-type]
         raise
+
+
+async def run_in_thread(fn: Callable[..., T], *args: object) -> T:
+    """Run ``fn(*args)`` in the default executor without ever abandoning it
+    (see :func:`_join`)."""
+    return await _join(_submit(fn, *args))
 
 
 def _feed_all(op: Operation, batch: list[memoryview]) -> None:
@@ -51,17 +62,39 @@ def _feed_all(op: Operation, batch: list[memoryview]) -> None:
 
 
 async def _pump_async(op: Operation, chunks: AsyncIterator[memoryview]) -> None:
+    """Read batches on the loop while the worker feeds the previous batch.
+
+    At most two batches are held.  Once more bytes were read than the size
+    limit or declared size allows, the batch goes to the worker at once and is
+    awaited before anything more is read: the worker raises TooLargeError, so
+    an endless source is read at most one chunk past its limit.
+    """
+    cap = op.max_size
+    read = 0
     batch: list[memoryview] = []
     batched = 0
-    async for chunk in chunks:
-        batch.append(chunk)
-        batched += len(chunk)
-        if batched >= BATCH_BYTES:
+    in_flight: asyncio.Future[None] | None = None
+    try:
+        async for chunk in chunks:
+            batch.append(chunk)
+            batched += len(chunk)
+            read += len(chunk)
+            over = cap is not None and read > cap
+            if batched >= BATCH_BYTES or over:
+                if in_flight is not None:
+                    await _join(in_flight)
+                in_flight = _submit(_feed_all, op, batch)
+                batch = []
+                batched = 0
+                if over:
+                    await _join(in_flight)
+        if in_flight is not None:
+            await _join(in_flight)
+        if batch:
             await run_in_thread(_feed_all, op, batch)
-            batch = []
-            batched = 0
-    if batch:
-        await run_in_thread(_feed_all, op, batch)
+    finally:
+        if in_flight is not None and not in_flight.done():
+            await _settle(in_flight)  # type: ignore[arg-type]
 
 
 async def astore_from_reader(

@@ -24,6 +24,7 @@ import re
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from time import monotonic
 
 from ._errors import StreamStoreError
 from ._hooks import DigestCheck, ExpectedSize, Limit, ProgressHook
@@ -183,6 +184,10 @@ class Operation:
         if progress is not None:
             chain.append(progress if isinstance(progress, ProgressHook) else ProgressHook(progress))
         self.hooks = chain
+        caps = [hook.limit.max_bytes for hook in chain if isinstance(hook, Limit)]
+        caps = [cap for cap in [*caps, expected_size] if cap is not None]
+        self.max_size: int | None = min(caps) if caps else None
+        """The most bytes the built-in checks let through (None: unbounded)."""
         self._chunk_hooks = [
             hook.on_chunk for hook in chain if type(hook).on_chunk is not Hook.on_chunk
         ]
@@ -225,13 +230,16 @@ class Operation:
             return
         self._update = self._pipe.submit
 
-    def pump(self, chunks: Iterator[memoryview], budget: int) -> bool:
-        """Feed chunks until about ``budget`` bytes are done; False once ``chunks`` is exhausted."""
+    def pump(self, chunks: Iterator[memoryview], budget: int, seconds: float = 0.1) -> bool:
+        """Feed chunks until about ``budget`` bytes are done or ``seconds`` have
+        passed (so a caller between pumps, e.g. a cancelled task, never waits
+        long on a slow source); False once ``chunks`` is exhausted."""
         feed = self.feed
         stop = self.size + budget
+        deadline = monotonic() + seconds
         for chunk in chunks:
             feed(chunk)
-            if self.size >= stop:
+            if self.size >= stop or monotonic() >= deadline:
                 return True
         return False
 
