@@ -184,8 +184,11 @@ class Operation:
         if progress is not None:
             chain.append(progress if isinstance(progress, ProgressHook) else ProgressHook(progress))
         self.hooks = chain
-        caps = [hook.limit.max_bytes for hook in chain if isinstance(hook, Limit)]
-        caps = [cap for cap in [*caps, expected_size] if cap is not None]
+        caps = [
+            cap
+            for cap in [*(h.limit.max_bytes for h in chain if isinstance(h, Limit)), expected_size]
+            if cap is not None
+        ]
         self.max_size: int | None = min(caps) if caps else None
         """The most bytes the built-in checks let through (None: unbounded)."""
         self._chunk_hooks = [
