@@ -236,9 +236,7 @@ def _describe(exc: BaseException) -> tuple[int, str]:
     """Exit code and one-line reason for an error from the library."""
     if isinstance(exc, HashMismatchError):
         return EXIT_HASH_MISMATCH, f"SHA-256 mismatch: expected {exc.expected}, got {exc.actual}"
-    if isinstance(exc, PartialWriteError):
-        return EXIT_SIZE, str(exc)
-    if isinstance(exc, SizeLimitError):
+    if isinstance(exc, (PartialWriteError, SizeLimitError)):
         return EXIT_SIZE, str(exc)
     if isinstance(exc, SourceError):
         return EXIT_SOURCE, f"cannot read input: {exc}"

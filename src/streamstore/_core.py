@@ -32,7 +32,7 @@ from ._pending import PendingFile
 from ._pipeline import HASH_THREAD_AFTER, MAX_CHUNK, MIN_CHUNK, HashThread
 from ._types import Hook, ProgressCallback, SizeLimit, StoreResult
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "ErrorMapper", "Operation"]
+__all__ = ["check_path", "DEFAULT_CHUNK_SIZE", "ErrorMapper", "Operation"]
 
 DEFAULT_CHUNK_SIZE = 32 * 1024
 _SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
@@ -60,16 +60,23 @@ def _check_sha256(value: object) -> str:
     return value.lower()
 
 
-def _check_dest(dest: object) -> Path:
-    if isinstance(dest, bytes):
-        dest = os.fsdecode(dest)
-    if not isinstance(dest, (str, os.PathLike)):
-        raise TypeError(f"dest must be a path (str or os.PathLike), got {type(dest).__name__}")
-    raw = os.fspath(dest)
+def check_path(value: object, name: str) -> str:
+    """``value`` as a str path (bytes decoded); TypeError/ValueError naming ``name`` if it is
+    not a path or holds a NUL byte."""
+    if isinstance(value, bytes):
+        value = os.fsdecode(value)
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a path (str or os.PathLike), got {type(value).__name__}")
+    raw = os.fspath(value)
     if not isinstance(raw, str):
         raw = os.fsdecode(raw)
     if "\0" in raw:
-        raise ValueError("dest contains a NUL byte")
+        raise ValueError(f"{name} contains a NUL byte")
+    return raw
+
+
+def _check_dest(dest: object) -> Path:
+    raw = check_path(dest, "dest")
     path = Path(raw)
     if raw == "" or raw.endswith(("/", os.sep)) or path.name in ("", ".", ".."):
         raise ValueError(f"dest must name a file, not a directory: {raw!r}")

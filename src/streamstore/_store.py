@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ._async import arun_operation, run_in_thread
-from ._core import ErrorMapper, Operation
+from ._core import ErrorMapper, Operation, check_path
 from ._errors import (
     InvalidDigestError,
     ObjectNotFoundError,
@@ -111,15 +111,9 @@ class ContentStore:
     """
 
     def __init__(self, root: str | os.PathLike[str], *, durable: bool = True) -> None:
-        if isinstance(root, bytes):
-            root = os.fsdecode(root)
-        if not isinstance(root, (str, os.PathLike)):
-            raise TypeError(f"root must be a path (str or os.PathLike), got {type(root).__name__}")
-        raw = os.fspath(root)
-        if not isinstance(raw, str):
-            raw = os.fsdecode(raw)
-        if raw == "" or "\0" in raw:
-            raise ValueError(f"root must be a directory path, got {raw!r}")
+        raw = check_path(root, "root")
+        if raw == "":
+            raise ValueError("root must be a directory path, got ''")
         self.root = Path(raw)
         self.durable = bool(durable)
         self._objects = self.root / "objects"
