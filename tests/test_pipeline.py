@@ -21,10 +21,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import streamstore
+import streamstore as ss
 from helpers import ShortReads, temp_files
 from streamstore import Hook, StoreResult, astore_from_reader, store_from_reader
-from streamstore._core import Operation
-from streamstore._pending import PendingFile
+from streamstore._core import Ingest
+from streamstore._pending import TempSink
 from streamstore._pipeline import MAX_IN_FLIGHT, RING_SLOTS, HashThread
 from streamstore.testing import fail_storage
 
@@ -46,7 +47,7 @@ def no_thread_left() -> Iterator[None]:
 @pytest.fixture
 def threaded(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Start the hashing thread after 8 KiB instead of 2 MiB."""
-    monkeypatch.setattr(Operation, "hash_thread_after", 8 * 1024)
+    monkeypatch.setattr(Ingest, "hash_thread_after", 8 * 1024)
     yield
 
 
@@ -109,13 +110,13 @@ def make_source(kind: str, data: bytes, pattern: list[int]) -> Any:
 def store(kind: str, data: bytes, pattern: list[int], dest: Path, threshold: int | None,
           **kwargs: Any) -> tuple[StoreResult, list[tuple[Any, ...]], int]:
     recorder = Recorder()
-    saved = Operation.hash_thread_after
-    Operation.hash_thread_after = threshold
+    saved = Ingest.hash_thread_after
+    Ingest.hash_thread_after = threshold
     try:
         result = store_from_reader(make_source(kind, data, pattern), dest, hooks=[recorder],
                                    chunk_size=CHUNK, **kwargs)
     finally:
-        Operation.hash_thread_after = saved
+        Ingest.hash_thread_after = saved
     return result, recorder.calls, recorder.threaded_chunks
 
 
@@ -186,7 +187,30 @@ def test_lagging_hasher_sees_every_buffer_intact(
     assert result.sha256 == hashlib.sha256(data).hexdigest()
 
 
+class ChunkOwners(ss.Hook):
+    """Records which buffers the chunks live in."""
+
+    def __init__(self) -> None:
+        self.owners: set[int] = set()
+
+    def on_chunk(self, chunk: memoryview, bytes_so_far: int) -> None:
+        self.owners.add(id(chunk.obj))
+
+
 def test_readinto_ring_is_bounded(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.write_bytes(b"x" * (100 * CHUNK))
+    owners = ChunkOwners()
+    with open(src, "rb", buffering=0) as f:  # a trusted readinto: filled in the ring itself
+        store_from_reader(f, tmp_path / "d", chunk_size=CHUNK, hooks=[owners])
+    assert len(owners.owners) == RING_SLOTS == MAX_IN_FLIGHT + 1
+    owners = ChunkOwners()
+    with open(src, "rb", buffering=0) as f:
+        store_from_reader(f, tmp_path / "d", chunk_size=1 << 20, hooks=[owners])
+    assert len(owners.owners) == 1  # large chunks: one buffer, one thread
+
+
+def test_untrusted_readinto_fills_one_scratch_buffer_copied_into_the_ring(tmp_path: Path) -> None:
     seen: set[int] = set()
 
     class Counting(ShortReads):
@@ -194,12 +218,36 @@ def test_readinto_ring_is_bounded(tmp_path: Path) -> None:
             seen.add(id(buffer.obj))
             return super().readinto(buffer)
 
+    owners = ChunkOwners()
     data = b"x" * (100 * CHUNK)
-    store_from_reader(Counting(data, [CHUNK]), tmp_path / "d", chunk_size=CHUNK)
-    assert len(seen) == RING_SLOTS == MAX_IN_FLIGHT + 1
-    seen.clear()
-    store_from_reader(Counting(data, [1 << 20]), tmp_path / "d", chunk_size=1 << 20)
-    assert len(seen) == 1  # large chunks: one buffer, one thread
+    store_from_reader(Counting(data, [CHUNK]), tmp_path / "d", chunk_size=CHUNK, hooks=[owners])
+    assert len(seen) == 1 and len(owners.owners) == RING_SLOTS
+    assert not seen & owners.owners
+
+
+def test_a_source_writing_into_returned_buffers_cannot_skew_the_digest(tmp_path: Path) -> None:
+    """A readinto() that keeps every buffer and scribbles over the old ones
+    later: the digest must still describe exactly the bytes in the file."""
+    kept: list[memoryview] = []
+    rng = random.Random(7)
+
+    class Scribbler:
+        def __init__(self, size: int) -> None:
+            self.left = size
+
+        def readinto(self, buffer: memoryview) -> int:
+            for old in kept[-20:]:
+                old[:8] = b"SCRIBBLE"
+            n = min(len(buffer), self.left)
+            buffer[:n] = rng.randbytes(n)
+            self.left -= n
+            kept.append(buffer)
+            return n
+
+    result = store_from_reader(Scribbler(8 * 1024 * 1024), tmp_path / "d", chunk_size=CHUNK)
+    written = (tmp_path / "d").read_bytes()
+    assert len(written) == result.size == 8 * 1024 * 1024
+    assert hashlib.sha256(written).hexdigest() == result.sha256
 
 
 def assert_clean(directory: Path, before: dict[str, bytes]) -> None:
@@ -249,14 +297,14 @@ def test_too_large_stops_before_the_excess_is_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
     written = 0
-    write = PendingFile.write
+    write = TempSink.write
 
-    def counting_write(self: PendingFile, data: memoryview | bytes) -> None:
+    def counting_write(self: TempSink, data: memoryview | bytes) -> None:
         nonlocal written
         written += len(data)
         write(self, data)
 
-    monkeypatch.setattr(PendingFile, "write", counting_write)
+    monkeypatch.setattr(TempSink, "write", counting_write)
     recorder = Recorder()
     kwargs: dict[str, Any] = {"limit": 100_000} if how == "limit" else {"expected_size": 100_000}
     with pytest.raises(streamstore.TooLargeError) as info:

@@ -245,19 +245,20 @@ def test_source_errors_and_bad_sources(store: ContentStore) -> None:
 # -- metadata ---------------------------------------------------------------------
 
 
-def test_metadata_written_replaced_and_kept(store: ContentStore) -> None:
+def test_metadata_is_set_once_the_first_writer_wins(store: ContentStore) -> None:
     data = b"attachment"
     digest = sha(data)
+    assert store.put(data).metadata == {}  # no metadata yet
     info = store.put(data, metadata={"filename": "a.txt", "n": 1})
-    assert info.metadata == {"filename": "a.txt", "n": 1}
+    assert info.metadata == {"filename": "a.txt", "n": 1} and not info.created
+    assert info.path is not None
     meta_path = info.path.with_name(digest + ".json")
     assert json.loads(meta_path.read_text()) == {"filename": "a.txt", "n": 1}
     assert store.put(data).metadata == {"filename": "a.txt", "n": 1}  # kept
     assert store.info(digest).metadata == {"filename": "a.txt", "n": 1}
-    assert store.put(data, metadata={"filename": "b.txt"}).metadata == {"filename": "b.txt"}
-    assert store.info(digest).metadata == {"filename": "b.txt"}
-    assert store.put(data, metadata={}).metadata == {}
-    assert store.info(digest).metadata == {}
+    later = store.put(data, metadata={"filename": "b.txt"})
+    assert later.metadata == {"filename": "a.txt", "n": 1} and not later.created  # not replaced
+    assert store.info(digest).metadata == {"filename": "a.txt", "n": 1}
     assert list(store) == [digest] and len(store) == 1  # metadata is not an object
     assert temps(store) == []
 
@@ -468,8 +469,9 @@ HOLDER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from streamstore._pending import PendingFile
-    pending = PendingFile.create(Path(sys.argv[1]) / "tmp" / "object")
+    from streamstore import FileSink
+    pending = FileSink(Path(sys.argv[1]) / "tmp" / "object")
+    pending.start(None)
     print(pending.temp_path, flush=True)
     time.sleep(60)
     """
@@ -583,12 +585,15 @@ def test_storage_faults_leave_nothing(store: ContentStore, at: Any, code: int,
 
 
 def test_metadata_write_failure_keeps_the_object(store: ContentStore) -> None:
-    info = store.put(b"obj", metadata={"v": 1})
+    info = store.put(b"obj")
+    assert info.path is not None
     meta_path = info.path.with_name(info.sha256 + ".json")
     # Only the shard directory fails: the object commit (from tmp/) goes through.
     with fail_storage(info.path.parent, at="rename", errno=errno.ENOSPC) as fault:
         with pytest.raises(DiskFullError) as exc:
             store.put(b"obj", metadata={"v": 2})
     assert fault.triggered == 1 and exc.value.dest == meta_path
-    assert store.info(info.sha256).metadata == {"v": 1}  # old metadata intact
+    # The error arrived after the commit point: it says what is stored.
+    assert exc.value.committed.sha256 == info.sha256  # type: ignore[attr-defined]
+    assert store.info(info.sha256).metadata == {}
     assert temps(store) == [] and store.verify() == []

@@ -38,7 +38,7 @@ class ContentStoreModel(RuleBasedStateMachine):
         super().__init__()
         self.root = tempfile.mkdtemp(prefix="streamstore-stateful-")
         self.store = ContentStore(self.root, durable=False)
-        self.model: dict[str, tuple[bytes, dict[str, Any]]] = {}
+        self.model: dict[str, tuple[bytes, dict[str, Any] | None]] = {}
 
     def teardown(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
@@ -50,10 +50,11 @@ class ContentStoreModel(RuleBasedStateMachine):
         digest = sha(data)
         expected = (digest.upper() if upper else digest) if check else None
         info = self.store.put(data, metadata=metadata, expected_sha256=expected)
-        old_meta = self.model.get(digest, (b"", {}))[1]
-        new_meta = dict(metadata) if metadata is not None else old_meta
+        old_meta = self.model.get(digest, (b"", None))[1]
+        # Metadata is set once: the first put that brings some wins.
+        new_meta = old_meta if old_meta is not None else metadata
         self.model[digest] = (data, new_meta)
-        assert (info.sha256, info.size, info.metadata) == (digest, len(data), new_meta)
+        assert (info.sha256, info.size, info.metadata) == (digest, len(data), new_meta or {})
         return digest
 
     @rule(data=CONTENTS, other=CONTENTS)
@@ -78,7 +79,7 @@ class ContentStoreModel(RuleBasedStateMachine):
             with self.store.open(digest) as f:
                 assert f.read() == self.model[digest][0]
             info = self.store.info(digest)
-            assert info.metadata == self.model[digest][1]
+            assert info.metadata == (self.model[digest][1] or {})
             assert info.size == len(self.model[digest][0])
         else:
             with pytest.raises(ObjectNotFoundError):

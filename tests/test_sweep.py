@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import streamstore as ss
-from streamstore._pending import PendingFile, is_temp_name
+from streamstore._pending import is_temp_name
 
 OLD = time.time() - 7200
 
@@ -46,16 +46,17 @@ def test_an_orphan_whose_pid_was_reused_is_still_removed(dest_dir: Path) -> None
 
 
 def test_never_removes_a_live_writers_temp_however_old(dest_dir: Path) -> None:
-    pending = PendingFile.create(dest_dir / "f")
+    pending = ss.FileSink(dest_dir / "f")
+    pending.start(None)
     try:
+        assert pending.temp_path is not None
         os.utime(pending.temp_path, (OLD, OLD))
         assert ss.sweep_temp(dest_dir, older_than=0) == 0
         assert pending.temp_path.exists()
         pending.write(b"data")
-        pending.flush()
-        pending.commit()
+        pending.commit(pending.prepare(ss.StoreResult(None, 4, "0" * 64)))
     finally:
-        pending.discard()
+        pending.abort()
     assert (dest_dir / "f").read_bytes() == b"data"
 
 
@@ -63,8 +64,8 @@ def test_a_live_writer_in_another_process_is_kept_and_a_killed_one_is_swept(dest
     script = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from streamstore._pending import PendingFile\n"
-        "p = PendingFile.create(Path(sys.argv[1]))\n"
+        "from streamstore import FileSink\n"
+        "p = FileSink(Path(sys.argv[1])); p.start(None)\n"
         "p.write(b'half')\n"
         "print(p.temp_path.name, flush=True)\n"
         "time.sleep(60)\n"

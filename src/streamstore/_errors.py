@@ -6,7 +6,9 @@
     ├── SizeLimitError             .limit, .size
     │   ├── TooLargeError
     │   └── TooSmallError
-    ├── SourceError                original exception as __cause__
+    ├── SourceError                original exception as __cause__ (.original)
+    ├── MultipartError(ValueError) a malformed multipart/form-data body (HTTP 400)
+    ├── DecryptionError            an encrypted object failed authentication
     ├── ObjectNotFoundError(KeyError)    .digest   (ContentStore: no such object)
     ├── InvalidDigestError(ValueError)   .digest   (ContentStore: not 64 hex characters)
     └── StorageError(OSError)      .errno, .strerror, .filename
@@ -14,11 +16,20 @@
         ├── StoragePermissionError EACCES, EPERM, EROFS
         └── DestinationExistsError EEXIST with overwrite=False
 
-Every error carries ``.dest``, the destination path the store was writing to.
-Every error pickles with its attributes.  Bad arguments raise the builtin
-``TypeError``/``ValueError`` before any byte is read; exceptions raised by the
-caller's own hooks propagate unchanged.  Any other exception escaping
-``store_from_reader`` is a bug.
+Errors raised by a store to a local path carry ``.dest``, that path (``None``
+when the destination is not a local file, or the error is not tied to one).
+Every error pickles and copies with its attributes and ``__notes__``.  Bad
+arguments raise the builtin ``TypeError``/``ValueError`` before any byte is
+read; exceptions raised by the caller's own hooks propagate unchanged;
+``BaseException`` s that are not ``Exception`` s (``KeyboardInterrupt``,
+``asyncio.CancelledError``) are never wrapped.  Any other exception escaping a
+store is a bug.
+
+The commit point: a store that raises has left its destination exactly as it
+was.  The one exception is an exception that arrives after the bytes became
+visible (``KeyboardInterrupt`` landing just after the rename, a hook's
+``on_commit`` raising): it carries the committed
+:class:`~streamstore.StoreResult` as its ``committed`` attribute.
 
 Foreign ``OSError``s are translated in exactly one place, :func:`storage_error`.
 """
@@ -34,7 +45,9 @@ __all__ = [
     "DestinationExistsError",
     "DiskFullError",
     "HashMismatchError",
+    "DecryptionError",
     "InvalidDigestError",
+    "MultipartError",
     "ObjectNotFoundError",
     "PartialWriteError",
     "SizeLimitError",
@@ -74,7 +87,9 @@ class StreamStoreError(Exception):
 
     def __reduce__(self) -> tuple[Any, ...]:
         args, kwargs = self._reduce_args()
-        return (_restore, (type(self), args, kwargs))
+        # The instance dict carries __notes__, ``committed`` and anything a
+        # caller attached; restored by BaseException.__setstate__.
+        return (_restore, (type(self), args, kwargs), dict(vars(self)))
 
 
 class HashMismatchError(StreamStoreError):
@@ -176,7 +191,34 @@ class TooSmallError(SizeLimitError):
 
 
 class SourceError(StreamStoreError):
-    """The source raised or misbehaved; the original exception is ``__cause__``."""
+    """The source raised or misbehaved.
+
+    Every ``Exception`` the source raises -- from ``read``, ``readinto``,
+    ``__iter__``/``__next__`` or their async twins, including one you raise on
+    purpose in your own generator -- becomes a ``SourceError`` whose
+    ``__cause__`` (also :attr:`original`) is the exception raised.  To let your
+    own exception through, map it back with ``errors=``, e.g.
+    ``errors={SourceError: lambda e: e.original}``.  ``BaseException`` s that
+    are not ``Exception`` s propagate unchanged.
+    """
+
+    @property
+    def original(self) -> BaseException | None:
+        """The exception the source raised (``__cause__``), or ``None`` if it misbehaved."""
+        return self.__cause__
+
+
+class MultipartError(StreamStoreError, ValueError):
+    """A multipart/form-data body is malformed or breaks a configured limit (a
+    missing or bad boundary, a truncated body, too many parts, a header or
+    field too large).  Also a :class:`ValueError`; answer it with HTTP 400.
+    Nothing from the body is stored."""
+
+
+class DecryptionError(StreamStoreError):
+    """Encrypted data failed authentication (tampered, truncated, reordered,
+    or the wrong key) or has a malformed header.  No unauthenticated
+    plaintext is ever returned.  Messages never contain key material."""
 
 
 class ObjectNotFoundError(StreamStoreError, KeyError):

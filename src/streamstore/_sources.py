@@ -8,8 +8,10 @@ is a ``TypeError`` raised before anything touches the disk.
 
 from __future__ import annotations
 
+import http.client
 import inspect
 import io
+import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from typing import Any
 from ._errors import SourceError
 from ._pipeline import MAX_CHUNK, RING_SLOTS, RingBuffer
 
-__all__ = ["aiter_chunks", "iter_chunks"]
+__all__ = ["aiter_chunks", "bytes_view", "iter_chunks", "split"]
 
 _KINDS = (
     "bytes/bytearray/memoryview, a binary file object (with readinto() or read()), "
@@ -26,7 +28,7 @@ _KINDS = (
 _ASYNC_KINDS = _KINDS + ", an object with 'async def read(n)', or an async iterable of bytes"
 
 
-def _bytes_view(obj: object) -> memoryview | None:
+def bytes_view(obj: object) -> memoryview | None:
     """A flat byte view of a bytes-like object, or None if ``obj`` is not bytes-like."""
     if isinstance(obj, str):
         return None
@@ -41,14 +43,16 @@ def _bytes_view(obj: object) -> memoryview | None:
     return view
 
 
-def _source_error(exc: BaseException, done: int, dest: Path) -> SourceError:
+def _source_error(exc: BaseException, done: int, dest: Path | None) -> SourceError:
     return SourceError(
         f"source raised {type(exc).__name__}: {exc} (after {done} bytes)", dest=dest
     )
 
 
-def _check_chunk(data: object, limit: int | None, done: int, dest: Path, what: str) -> memoryview:
-    view = _bytes_view(data)
+def _check_chunk(
+    data: object, limit: int | None, done: int, dest: Path | None, what: str
+) -> memoryview:
+    view = bytes_view(data)
     if view is None:
         if isinstance(data, str):
             raise TypeError(
@@ -77,7 +81,7 @@ def _check_chunk(data: object, limit: int | None, done: int, dest: Path, what: s
     return view
 
 
-def _split(view: memoryview, chunk_size: int) -> Iterator[memoryview]:
+def split(view: memoryview, chunk_size: int) -> Iterator[memoryview]:
     if len(view) <= chunk_size:
         yield view
     else:
@@ -92,22 +96,43 @@ def _is_async_only(source: object) -> bool:
     return hasattr(source, "__aiter__") and not hasattr(source, "__iter__")
 
 
+# readinto implementations known to fill the buffer only during the call and
+# never keep it: their buffers may go to the hashing thread without a copy.
+_TRUSTED_READINTO = frozenset({
+    io.FileIO.readinto, io.BufferedReader.readinto, io.BufferedRandom.readinto,
+    io.BytesIO.readinto, socket.SocketIO.readinto, http.client.HTTPResponse.readinto,
+})
+_TRUSTED_RAW = (io.FileIO, socket.SocketIO)
+
+
+def _trusted_readinto(source: object) -> bool:
+    method = getattr(type(source), "readinto", None)
+    if method not in _TRUSTED_READINTO:
+        return False
+    if method in (io.BufferedReader.readinto, io.BufferedRandom.readinto):
+        return isinstance(getattr(source, "raw", None), _TRUSTED_RAW)
+    return True
+
+
 def iter_chunks(
-    source: object, chunk_size: int, dest: Path, *, kinds: str = _KINDS
+    source: object, chunk_size: int, dest: Path | None, *, kinds: str = _KINDS
 ) -> Iterator[memoryview]:
     """Validate ``source`` now and return an iterator over its chunks.
 
     A ``readinto`` source fills reused buffers: each chunk is only guaranteed
     valid until the next one is requested (in fact it lives until
     ``RING_SLOTS - 1`` more were handed out; see :mod:`streamstore._pipeline`).
+    A ``readinto`` that is not a known file, socket or HTTP response might
+    keep the buffer and write into it later: its bytes are copied into the
+    ring, so the digest always describes exactly the bytes written.
     """
     if isinstance(source, str):
         raise TypeError(
             "source is a str; pass bytes (e.g. text.encode()) or a binary stream"
         )
-    view = _bytes_view(source)
+    view = bytes_view(source)
     if view is not None:
-        return _split(view, chunk_size)
+        return split(view, chunk_size)
     if isinstance(source, io.TextIOBase):
         raise TypeError(
             "source is a text-mode stream; open it in binary mode ('rb') "
@@ -118,7 +143,7 @@ def iter_chunks(
             f"source {type(source).__name__} is asynchronous; use astore_from_reader"
         )
     if callable(getattr(source, "readinto", None)):
-        return _readinto_chunks(source, chunk_size, dest)
+        return _readinto_chunks(source, chunk_size, dest, copy=not _trusted_readinto(source))
     if callable(getattr(source, "read", None)):
         return _read_chunks(source, chunk_size, dest)
     if hasattr(source, "__iter__"):
@@ -126,13 +151,18 @@ def iter_chunks(
     raise TypeError(f"cannot store from {type(source).__name__}; pass {kinds}")
 
 
-def _readinto_chunks(source: Any, chunk_size: int, dest: Path) -> Iterator[memoryview]:
+def _readinto_chunks(
+    source: Any, chunk_size: int, dest: Path | None, *, copy: bool
+) -> Iterator[memoryview]:
     # A ring of buffers, allocated as first needed: a small stream uses one or
     # two, and a buffer is refilled only after RING_SLOTS - 1 newer chunks.
+    # An untrusted source reads into one scratch buffer of its own instead,
+    # copied into the ring.
     slots = RING_SLOTS if chunk_size <= MAX_CHUNK else 1
     ring: list[memoryview] = []
     slot = 0
     readinto = source.readinto
+    scratch = memoryview(bytearray(chunk_size)) if copy else None
     done = 0
     while True:
         if slot < len(ring):
@@ -142,7 +172,7 @@ def _readinto_chunks(source: Any, chunk_size: int, dest: Path) -> Iterator[memor
             ring.append(buffer)
         slot = slot + 1 if slot + 1 < slots else 0
         try:
-            n = readinto(buffer)
+            n = readinto(buffer if scratch is None else scratch)
         except Exception as exc:
             raise _source_error(exc, done, dest) from exc
         if n is None:
@@ -159,10 +189,12 @@ def _readinto_chunks(source: Any, chunk_size: int, dest: Path) -> Iterator[memor
         if n == 0:
             return
         done += n
+        if scratch is not None:
+            buffer[:n] = scratch[:n]
         yield buffer if n == chunk_size else buffer[:n]
 
 
-def _read_chunks(source: Any, chunk_size: int, dest: Path) -> Iterator[memoryview]:
+def _read_chunks(source: Any, chunk_size: int, dest: Path | None) -> Iterator[memoryview]:
     read = source.read
     done = 0
     while True:
@@ -177,9 +209,12 @@ def _read_chunks(source: Any, chunk_size: int, dest: Path) -> Iterator[memoryvie
         yield view
 
 
-def _iterable_chunks(source: Any, chunk_size: int, dest: Path) -> Iterator[memoryview]:
+def _iterable_chunks(source: Any, chunk_size: int, dest: Path | None) -> Iterator[memoryview]:
     done = 0
-    iterator = iter(source)
+    try:
+        iterator = iter(source)
+    except Exception as exc:
+        raise _source_error(exc, done, dest) from exc
     while True:
         try:
             item = next(iterator)
@@ -189,11 +224,11 @@ def _iterable_chunks(source: Any, chunk_size: int, dest: Path) -> Iterator[memor
             raise _source_error(exc, done, dest) from exc
         view = _check_chunk(item, None, done, dest, "source iterator")
         done += len(view)
-        yield from _split(view, chunk_size)
+        yield from split(view, chunk_size)
 
 
 def aiter_chunks(
-    source: object, chunk_size: int, dest: Path
+    source: object, chunk_size: int, dest: Path | None
 ) -> AsyncIterator[memoryview] | Iterator[memoryview]:
     """Like :func:`iter_chunks`, but async sources give an async iterator.
 
@@ -212,7 +247,9 @@ def _owned(view: memoryview) -> memoryview:
     return view if isinstance(view.obj, bytes) else memoryview(view.tobytes())
 
 
-async def _aread_chunks(read: Any, chunk_size: int, dest: Path) -> AsyncIterator[memoryview]:
+async def _aread_chunks(
+    read: Any, chunk_size: int, dest: Path | None
+) -> AsyncIterator[memoryview]:
     done = 0
     while True:
         try:
@@ -226,9 +263,14 @@ async def _aread_chunks(read: Any, chunk_size: int, dest: Path) -> AsyncIterator
         yield _owned(view)
 
 
-async def _aiterable_chunks(source: Any, chunk_size: int, dest: Path) -> AsyncIterator[memoryview]:
+async def _aiterable_chunks(
+    source: Any, chunk_size: int, dest: Path | None
+) -> AsyncIterator[memoryview]:
     done = 0
-    iterator = source.__aiter__()
+    try:
+        iterator = source.__aiter__()
+    except Exception as exc:
+        raise _source_error(exc, done, dest) from exc
     while True:
         try:
             item = await iterator.__anext__()
@@ -238,5 +280,5 @@ async def _aiterable_chunks(source: Any, chunk_size: int, dest: Path) -> AsyncIt
             raise _source_error(exc, done, dest) from exc
         view = _check_chunk(item, None, done, dest, "source async iterator")
         done += len(view)
-        for piece in _split(_owned(view), chunk_size):
+        for piece in split(_owned(view), chunk_size):
             yield piece

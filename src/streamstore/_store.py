@@ -1,70 +1,63 @@
-"""ContentStore: a content-addressed blob store on the core pipeline.
+"""ContentStore: content addressing over a backend (local directory, S3, ...).
 
-Layout under ``root``::
+The store is the policy -- objects named by their SHA-256, verified on the
+way in, stored once, metadata set once -- and a backend does the storage.
+A put runs the one ingest core into the backend's sink, which publishes the
+bytes at their content address when every check passed.  The local backend
+is :class:`~streamstore._local.LocalBackend`; ``streamstore.s3.S3Backend``
+is the object-storage one.
 
-    objects/ab/cd/abcd...(64 hex)        the object, read-only (0o444)
-    objects/ab/cd/abcd....json           its metadata (optional), read-only
-    tmp/.streamstore-tmp.<pid>.<hex>.object   temp files of puts in flight
+A backend provides (duck-typed; see docs/design.md)::
 
-A put streams into a temp file in ``tmp/`` through the core's
-:class:`~streamstore._core.Operation` (one pass: hash, checks, hooks, fsync)
-and commits it with ``commit_to``: a hard link to ``objects/ab/cd/<digest>``,
-exclusive, so an object only ever appears complete and an existing one wins
-(dedupe).  Shard directories are created on demand and never removed.
-
-Metadata is written beside the object by :func:`store_from_reader` (atomic
-replace) and removed before its object by :meth:`ContentStore.delete`, both
-under an ``flock`` on the shard directory, so metadata never outlives its
-object.
+    location: str                                   # where the store is
+    sink(*, metadata: bytes | None, expected_sha256: str | None) -> Sink
+        # commit publishes at result.sha256; afterwards .created (bool) and
+        # .metadata (dict) describe the stored object
+    stat(digest) -> int                             # size; ObjectNotFoundError
+    contains(digest) -> bool
+    metadata(digest) -> dict                        # {} when none
+    open(digest) -> BinaryIO                        # seekable, constant memory
+    path(digest) -> Path | None                     # local path, if any
+    digests() -> Iterator[str]
+    delete(digest) -> bool
+    sweep(older_than: float) -> int
 """
 
 from __future__ import annotations
 
-import errno
 import hashlib
+import io
 import json
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
-from ._async import arun_operation, run_in_thread
-from ._core import ErrorMapper, Operation, check_path
-from ._errors import (
-    InvalidDigestError,
-    ObjectNotFoundError,
-    StorageError,
-    storage_error,
-)
-from ._hooks import ProgressHook
-from ._pending import fsync_directory, sweep_temp
-from ._sync import run_operation, store_from_reader
-from ._types import AsyncSource, Hook, ProgressCallback, SizeLimit, Source, StoreResult
+from ._async import arun_ingest
+from ._core import Ingest, split_options
+from ._errors import InvalidDigestError, ObjectNotFoundError
+from ._local import LocalBackend
+from ._reader import VerifyingReader
+from ._sync import run_ingest
+from ._types import AsyncSource, PutOptions, Sink, Source, StoreResult, StrPath
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not POSIX
-    fcntl = None  # type: ignore[assignment]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
-__all__ = ["ContentStore", "ObjectInfo", "check_digest"]
+__all__ = ["Backend", "ContentStore", "ObjectInfo", "check_digest", "encode_metadata"]
 
-OBJECT_MODE = 0o444
 _DIGEST_RE = re.compile(r"[0-9a-fA-F]{64}")
-_OBJECT_NAME_RE = re.compile(r"[0-9a-f]{64}")
-_SHARD_RE = re.compile(r"[0-9a-f]{2}")
 _VERIFY_CHUNK = 1024 * 1024
-_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
-_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_PUT_EXTRA = frozenset({"metadata"})
 
 
 def check_digest(digest: object) -> str:
     """Return ``digest`` lowercased if it is exactly 64 hex characters.
 
     Raises :class:`InvalidDigestError` otherwise (``TypeError`` for a non-str),
-    before anything touches the filesystem: a key can never name a path.
+    before anything touches the storage: a key can never name a path.
     """
     if not isinstance(digest, str):
         raise TypeError(f"object digest must be a str, got {type(digest).__name__}")
@@ -73,7 +66,9 @@ def check_digest(digest: object) -> str:
     return digest.lower()
 
 
-def _encode_metadata(metadata: object) -> bytes | None:
+def encode_metadata(metadata: object) -> bytes | None:
+    """``metadata`` as UTF-8 JSON (sorted keys); TypeError if it is not a
+    JSON-serializable mapping with str keys."""
     if metadata is None:
         return None
     if not isinstance(metadata, Mapping):
@@ -88,298 +83,206 @@ def _encode_metadata(metadata: object) -> bytes | None:
     return text.encode("utf-8")
 
 
+class Backend(Protocol):
+    """Where a :class:`ContentStore` keeps its objects (see the module docstring)."""
+
+    location: str
+
+    def sink(self, *, metadata: bytes | None = None,
+             expected_sha256: str | None = None) -> Sink: ...
+    def stat(self, digest: str) -> int: ...
+    def contains(self, digest: str) -> bool: ...
+    def metadata(self, digest: str) -> dict[str, Any]: ...
+    def open(self, digest: str) -> BinaryIO: ...
+    def path(self, digest: str) -> Path | None: ...
+    def digests(self) -> Iterator[str]: ...
+    def delete(self, digest: str) -> bool: ...
+    def sweep(self, older_than: float) -> int: ...
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     """A stored object: its ``sha256`` (lowercase hex, also its name), ``size``
-    in bytes, ``path`` on disk and ``metadata`` (``{}`` when none was stored)."""
+    in bytes, local ``path`` (``None`` in object storage), ``metadata`` (``{}``
+    when none was stored) and ``location`` (the path, or a URL).
+
+    ``created`` is set by ``put``/``aput``: True if that put stored new bytes,
+    False if the object was already there (it is then left as it was).
+    """
 
     sha256: str
     size: int
-    path: Path
+    path: Path | None
     metadata: dict[str, Any] = field(default_factory=dict, hash=False)
+    location: str = ""
+    created: bool = field(default=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.location and self.path is not None:
+            object.__setattr__(self, "location", str(self.path))
 
 
 class ContentStore:
-    """A content-addressed blob store in the directory ``root``.
+    """A content-addressed blob store: in the directory ``root``, or in any backend
+    (``ContentStore(S3Backend(client, bucket))``).
 
     Each object is stored once, named by its SHA-256, verified on the way in,
-    read-only on disk, with optional JSON metadata beside it.  Safe under
-    concurrent writers (threads and processes) and crashes: an object only
-    ever appears complete.  ``root``'s layout (``objects/``, ``tmp/``) is
-    created if missing; ``root``'s parent must exist.  ``durable=False`` skips
-    the fsyncs (faster, not crash-safe).
+    read-only, with optional JSON metadata set by the first put that brings
+    some.  Safe under concurrent writers (threads and processes) and crashes:
+    an object only ever appears complete.
+
+    For a local ``root``: its layout (``objects/``, ``tmp/``) is created if
+    missing (``root``'s parent must exist); ``durable=False`` skips the fsyncs
+    (faster, not crash-safe); ``create=False`` opens an existing store and
+    creates nothing (:class:`StorageError` if ``root`` is not a store);
+    ``reserve`` (bytes) refuses a put whose declared ``expected_size`` does not
+    fit with that much to spare, with :class:`DiskFullError` before a byte is
+    read (see :class:`FileSink`).
     """
 
-    def __init__(self, root: str | os.PathLike[str], *, durable: bool = True) -> None:
-        raw = check_path(root, "root")
-        if raw == "":
-            raise ValueError("root must be a directory path, got ''")
-        self.root = Path(raw)
-        self.durable = bool(durable)
-        self._objects = self.root / "objects"
-        self._tmp = self.root / "tmp"
-        for directory in (self.root, self._objects, self._tmp):
-            self._mkdir(directory)
+    def __init__(self, root: StrPath | Backend, *, durable: bool = True,
+                 create: bool = True, reserve: int = 0) -> None:
+        if isinstance(root, (str, bytes, os.PathLike)):
+            if isinstance(root, bytes):
+                root = os.fsdecode(root)
+            raw = os.fspath(root)
+            if raw == "":
+                raise ValueError("root must be a directory path, got ''")
+            if "\0" in raw:
+                raise ValueError("root contains a NUL byte")
+            self.root: Path | None = Path(raw)
+            if not isinstance(reserve, int) or isinstance(reserve, bool) or reserve < 0:
+                raise ValueError(f"reserve must be an int >= 0 (bytes), got {reserve!r}")
+            self.backend: Any = LocalBackend(Path(raw), durable=bool(durable), create=create,
+                                             reserve=reserve)
+        elif callable(getattr(root, "sink", None)) and callable(getattr(root, "open", None)):
+            self.root = None
+            self.backend = root
+        else:
+            raise TypeError(f"root must be a directory path or a store backend, "
+                            f"got {type(root).__name__}")
+        self.durable = bool(getattr(self.backend, "durable", durable))
+        self.location: str = self.backend.location
+        """Where the store is: its root directory, or a URL."""
 
     def __repr__(self) -> str:
-        return f"ContentStore({str(self.root)!r}, durable={self.durable})"
+        if self.root is not None:
+            return f"ContentStore({str(self.root)!r}, durable={self.durable})"
+        return f"ContentStore({self.backend!r})"
 
-    # -- layout ---------------------------------------------------------------
+    # -- put ----------------------------------------------------------------------
 
-    def _mkdir(self, directory: Path) -> None:
-        try:
-            directory.mkdir()
-        except FileExistsError:
-            if not directory.is_dir():
-                raise StorageError(
-                    errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(directory), dest=directory,
-                    message=f"cannot use {directory} in a content store") from None
-            return
-        except OSError as exc:
-            raise storage_error(exc, dest=directory,
-                                message=f"cannot create {directory}") from exc
-        if self.durable:
-            try:
-                fsync_directory(directory.parent)
-            except OSError as exc:
-                raise storage_error(exc, dest=directory,
-                                    message=f"cannot fsync {directory.parent}") from exc
+    def _ingest(self, options: Mapping[str, Any], what: str) -> Ingest:
+        ingest_options, extra = split_options(options, _PUT_EXTRA, what)
+        meta = encode_metadata(extra.get("metadata"))
+        expected = ingest_options.get("expected_sha256")
+        sink = self.backend.sink(metadata=meta,
+                                 expected_sha256=None if expected is None else str(expected))
+        return Ingest(sink, ingest_options, dest=self.root)
 
-    def _shard(self, digest: str) -> Path:
-        return self._objects / digest[:2] / digest[2:4]
+    def _info(self, ingest: Ingest, result: StoreResult) -> ObjectInfo:
+        sink: Any = ingest.sink
+        return ObjectInfo(result.sha256, result.size, result.path,
+                          dict(getattr(sink, "metadata", {}) or {}), result.location,
+                          bool(getattr(sink, "created", False)))
 
-    def _object_path(self, digest: str) -> Path:
-        return self._shard(digest) / digest
-
-    def _meta_path(self, digest: str) -> Path:
-        return self._shard(digest) / f"{digest}.json"
-
-    def _commit_path(self, result: StoreResult) -> Path:
-        """``commit_to`` for the core: the object's path, its shard directories made."""
-        shard = self._shard(result.sha256)
-        self._mkdir(shard.parent)
-        self._mkdir(shard)
-        return shard / result.sha256
-
-    def _shards(self) -> Iterator[Path]:
-        for top in _scandir(self._objects):
-            if _SHARD_RE.fullmatch(top.name) and top.is_dir(follow_symlinks=False):
-                for sub in _scandir(Path(top.path)):
-                    if _SHARD_RE.fullmatch(sub.name) and sub.is_dir(follow_symlinks=False):
-                        yield Path(sub.path)
-
-    @contextmanager
-    def _locked(self, shard: Path) -> Iterator[bool]:
-        """Hold an exclusive flock on ``shard`` (yields False if it does not exist)."""
-        try:
-            fd = os.open(shard, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
-        except FileNotFoundError:
-            yield False
-            return
-        except OSError as exc:
-            raise storage_error(exc, dest=shard, message=f"cannot open {shard}") from exc
-        try:
-            if fcntl is not None:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            yield True
-        finally:
-            os.close(fd)
-
-    # -- put ------------------------------------------------------------------
-
-    def _operation(
-        self,
-        expected_sha256: str | None,
-        expected_size: int | None,
-        limit: int | SizeLimit | None,
-        progress: ProgressCallback | ProgressHook | None,
-        hooks: Sequence[Hook],
-        errors: ErrorMapper | None,
-    ) -> Operation:
-        return Operation(
-            self._tmp / "object",
-            expected_sha256=expected_sha256,
-            expected_size=expected_size,
-            limit=limit,
-            progress=progress,
-            hooks=hooks,
-            errors=errors,
-            durable=self.durable,
-            mode=OBJECT_MODE,
-            commit_to=self._commit_path,
-        )
-
-    def _finish(
-        self, result: StoreResult, meta: bytes | None, errors: ErrorMapper | None
-    ) -> ObjectInfo:
-        digest = result.sha256
-        if meta is None:
-            metadata = self._read_metadata(digest)
-        else:
-            metadata = json.loads(meta)
-            with self._locked(self._shard(digest)) as exists:
-                # Under the shard lock a delete cannot run between the check and
-                # the write, so metadata never outlives its object.
-                if exists and os.path.lexists(result.path):
-                    store_from_reader(meta, self._meta_path(digest), errors=errors,
-                                      durable=self.durable, mode=OBJECT_MODE)
-        return ObjectInfo(digest, result.size, result.path, metadata)
-
-    def put(
-        self,
-        source: Source,
-        *,
-        expected_sha256: str | None = None,
-        expected_size: int | None = None,
-        limit: int | SizeLimit | None = None,
-        progress: ProgressCallback | ProgressHook | None = None,
-        hooks: Sequence[Hook] = (),
-        errors: ErrorMapper | None = None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> ObjectInfo:
+    def put(self, source: Source, **options: Unpack[PutOptions]) -> ObjectInfo:
         """Store ``source`` under its SHA-256 and return its :class:`ObjectInfo`.
 
-        Sources and keywords are those of :func:`store_from_reader`, with the
-        same checks, hooks (``on_finish`` sees the final object path), errors
+        Sources and options are those of :func:`store_from_reader` (without
+        the file options ``overwrite``/``durable``/``mode``), with the same
+        checks, hooks (``on_finish`` sees the object's final location), errors
         and ``errors=`` mapping.  Content already stored is deduplicated: the
-        stream is still read and checked in full, then the existing object is
-        kept.  ``metadata`` (a JSON-serializable mapping, checked before any
-        byte is read) replaces the object's metadata; without it the existing
-        metadata is kept.
+        stream is still read and checked in full, then the existing object
+        wins and ``created`` is False.  ``metadata`` (a JSON-serializable
+        mapping, checked before any byte is read) is stored with the object if
+        it has none yet: the first metadata given wins, later puts never
+        replace it; ``ObjectInfo.metadata`` shows what is stored.
         """
-        meta = _encode_metadata(metadata)
-        op = self._operation(expected_sha256, expected_size, limit, progress, hooks, errors)
-        result = run_operation(op, source)
-        return self._finish(result, meta, errors)
+        ingest = self._ingest(options, "ContentStore.put()")
+        return self._info(ingest, run_ingest(ingest, source))
 
-    async def aput(
-        self,
-        source: AsyncSource,
-        *,
-        expected_sha256: str | None = None,
-        expected_size: int | None = None,
-        limit: int | SizeLimit | None = None,
-        progress: ProgressCallback | ProgressHook | None = None,
-        hooks: Sequence[Hook] = (),
-        errors: ErrorMapper | None = None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> ObjectInfo:
+    async def aput(self, source: AsyncSource, **options: Unpack[PutOptions]) -> ObjectInfo:
         """Async twin of :meth:`put`, on the :func:`astore_from_reader` machinery:
-        the source is read on the event loop, all disk work runs in a worker thread."""
-        meta = _encode_metadata(metadata)
-        op = self._operation(expected_sha256, expected_size, limit, progress, hooks, errors)
-        result = await arun_operation(op, source)
-        return await run_in_thread(self._finish, result, meta, errors)
+        the source is read on the event loop, all storage work runs in a worker thread."""
+        ingest = self._ingest(options, "ContentStore.aput()")
+        return self._info(ingest, await arun_ingest(ingest, source))
 
-    # -- read -----------------------------------------------------------------
-
-    def _read_metadata(self, digest: str) -> dict[str, Any]:
-        path = self._meta_path(digest)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            return {}
-        except OSError as exc:
-            raise storage_error(exc, dest=path, message=f"cannot read {path}") from exc
-        try:
-            value = json.loads(data)
-        except ValueError:
-            value = None
-        if not isinstance(value, dict):
-            raise StorageError(errno.EIO, os.strerror(errno.EIO), str(path), dest=path,
-                               message=f"metadata file {path} is corrupt")
-        return value
-
-    def _stat(self, digest: str) -> os.stat_result:
-        path = self._object_path(digest)
-        try:
-            return os.stat(path)
-        except (FileNotFoundError, NotADirectoryError):
-            raise ObjectNotFoundError(digest=digest, dest=path) from None
-        except OSError as exc:
-            raise storage_error(exc, dest=path, message=f"cannot inspect {path}") from exc
+    # -- read -----------------------------------------------------------------------
 
     def info(self, sha256: str) -> ObjectInfo:
         """The :class:`ObjectInfo` of a stored object; :class:`ObjectNotFoundError` if absent."""
         digest = check_digest(sha256)
-        st = self._stat(digest)
-        return ObjectInfo(digest, st.st_size, self._object_path(digest),
-                          self._read_metadata(digest))
+        size = self.backend.stat(digest)
+        path = self.backend.path(digest)
+        return ObjectInfo(digest, size, path, self.backend.metadata(digest),
+                          self._location(digest, path))
 
-    def open(self, sha256: str) -> BinaryIO:
+    def _location(self, digest: str, path: Path | None) -> str:
+        if path is not None:
+            return str(path)
+        return f"{self.location.rstrip('/')}/{digest}"
+
+    def open(self, sha256: str, *, verify: bool = False) -> BinaryIO:
         """Open a stored object for reading (binary, read-only, a context manager).
 
         Objects only ever appear complete, so this never returns a partial one.
+        The reader is seekable and reads in constant memory.  With
+        ``verify=True`` it checks the SHA-256 as it reads instead (not
+        seekable): the read that would return the last bytes raises
+        :class:`HashMismatchError` if the stored bytes no longer match.
         """
         digest = check_digest(sha256)
-        path = self._object_path(digest)
+        raw = self.backend.open(digest)
+        if not verify:
+            return raw  # type: ignore[no-any-return]
         try:
-            return open(path, "rb")
-        except (FileNotFoundError, NotADirectoryError):
-            raise ObjectNotFoundError(digest=digest, dest=path) from None
-        except OSError as exc:
-            raise storage_error(exc, dest=path, message=f"cannot open {path}") from exc
+            size = _size_of(raw)
+        except BaseException:
+            raw.close()
+            raise
+        reader = VerifyingReader(raw, size, digest, dest=self.backend.path(digest))
+        return io.BufferedReader(reader, _VERIFY_CHUNK)
 
     def path(self, sha256: str) -> Path:
-        """The path of a stored object (read-only; :class:`ObjectNotFoundError` if absent)."""
+        """The local path of a stored object (read-only; :class:`ObjectNotFoundError`
+        if absent; ``TypeError`` for a store that is not on a local filesystem)."""
         digest = check_digest(sha256)
-        self._stat(digest)
-        return self._object_path(digest)
+        self.backend.stat(digest)
+        path = self.backend.path(digest)
+        if path is None:
+            raise TypeError(f"{self!r} is not on a local filesystem: objects have no path")
+        return Path(path)
 
     def __contains__(self, sha256: object) -> bool:
-        digest = check_digest(sha256)
-        return os.path.lexists(self._object_path(digest))
+        return bool(self.backend.contains(check_digest(sha256)))
 
     def __iter__(self) -> Iterator[str]:
         """The digests of all stored objects (in no particular order)."""
-        for shard in self._shards():
-            prefix = shard.parent.name + shard.name
-            for entry in _scandir(shard):
-                name = entry.name
-                if (
-                    _OBJECT_NAME_RE.fullmatch(name)
-                    and name.startswith(prefix)
-                    and entry.is_file(follow_symlinks=False)
-                ):
-                    yield name
+        return iter(self.backend.digests())
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
 
-    # -- maintenance ----------------------------------------------------------
+    # -- maintenance ----------------------------------------------------------------
 
     def delete(self, sha256: str) -> bool:
         """Remove an object and its metadata; False if it was not stored.
 
         A put racing with the delete leaves either the complete object or none.
         """
-        digest = check_digest(sha256)
-        shard = self._shard(digest)
-        with self._locked(shard) as exists:
-            if not exists:
-                return False
-            # Metadata first: a crash in between leaves an object without
-            # metadata, never metadata without its object.
-            _unlink(self._meta_path(digest))
-            removed = _unlink(self._object_path(digest))
-            if removed and self.durable:
-                try:
-                    fsync_directory(shard)
-                except OSError as exc:
-                    raise storage_error(exc, dest=shard,
-                                        message=f"cannot fsync {shard}") from exc
-            return removed
+        return bool(self.backend.delete(check_digest(sha256)))
 
     def verify(self, sha256: str | None = None) -> list[str]:
         """Re-hash one object (or all) and return the digests whose bytes no longer
         match their name, with constant memory.  An empty list means all is well."""
         if sha256 is not None:
             digest = check_digest(sha256)
-            self._stat(digest)
+            self.backend.stat(digest)
             digests: Iterator[str] | list[str] = [digest]
         else:
             digests = iter(self)
-        buffer = bytearray(_VERIFY_CHUNK)
+        buffer = memoryview(bytearray(_VERIFY_CHUNK))
         corrupt = []
         for digest in digests:
             actual = self._hash(digest, buffer)
@@ -387,47 +290,37 @@ class ContentStore:
                 corrupt.append(digest)
         return corrupt
 
-    def _hash(self, digest: str, buffer: bytearray) -> str | None:
-        path = self._object_path(digest)
-        view = memoryview(buffer)
+    def _hash(self, digest: str, buffer: memoryview) -> str | None:
         hasher = hashlib.sha256()
         try:
-            with open(path, "rb", buffering=0) as f:
-                readinto = f.readinto
-                update = hasher.update
-                while n := readinto(view):
-                    update(view[:n])
-        except FileNotFoundError:
+            f = self.backend.open(digest)
+        except ObjectNotFoundError:
             return None  # deleted while verifying
-        except OSError as exc:
-            raise storage_error(exc, dest=path, message=f"cannot read {path}") from exc
+        with f:
+            update = hasher.update
+            readinto = f.readinto
+            while n := readinto(buffer):
+                update(buffer[:n])
         return hasher.hexdigest()
 
     def sweep(self, older_than: float = 3600.0) -> int:
-        """Remove orphaned temp files of dead writers (older than ``older_than``
-        seconds) in ``tmp/`` and the shard directories; return how many.
+        """Remove what crashed or abandoned puts left behind (temp files of dead
+        writers older than ``older_than`` seconds; stale uploads in object
+        storage); return how many.  A live writer's work is never removed."""
+        if isinstance(older_than, bool) or not isinstance(older_than, (int, float)):
+            raise TypeError(f"older_than must be a number of seconds, got {older_than!r}")
+        if older_than < 0:
+            raise ValueError(f"older_than must be >= 0, got {older_than}")
+        return int(self.backend.sweep(older_than))
 
-        Built on :func:`sweep_temp`: a live writer's temp is never removed.
-        """
-        removed = sweep_temp(self._tmp, older_than=older_than)
-        for shard in self._shards():
-            removed += sweep_temp(shard, older_than=older_than)
-        return removed
 
-
-def _scandir(directory: Path) -> Iterator[os.DirEntry[str]]:
+def _size_of(raw: BinaryIO) -> int:
+    size = getattr(raw, "size", None)
+    if isinstance(size, int):
+        return size
     try:
-        with os.scandir(directory) as entries:
-            yield from entries
-    except FileNotFoundError:
-        return
-
-
-def _unlink(path: Path) -> bool:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        return False
-    except OSError as exc:
-        raise storage_error(exc, dest=path, message=f"cannot remove {path}") from exc
-    return True
+        return os.fstat(raw.fileno()).st_size
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        end = raw.seek(0, os.SEEK_END)
+        raw.seek(0)
+        return end

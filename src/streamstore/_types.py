@@ -1,24 +1,34 @@
-"""Public value types, the Hook base class and the Protocols for sources."""
+"""Public value types, the Hook base class, the Sink protocol, the option sets
+and the Protocols for sources."""
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterable, Callable, Iterable
-from dataclasses import dataclass
+import os
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, runtime_checkable
+
+if TYPE_CHECKING:
+    from ._errors import StreamStoreError
 
 __all__ = [
     "AsyncReadSource",
     "AsyncSource",
     "BytesLike",
+    "ErrorMapper",
     "Hook",
+    "IngestOptions",
+    "PutOptions",
     "Progress",
     "ProgressCallback",
     "ReadSource",
     "ReadintoSource",
     "SizeLimit",
+    "Sink",
     "Source",
+    "StoreOptions",
     "StoreResult",
 ]
 
@@ -54,11 +64,22 @@ AsyncSource = Source | AsyncReadSource | AsyncIterable[BytesLike]
 
 @dataclass(frozen=True)
 class StoreResult:
-    """What was stored: the final ``path``, its ``size`` in bytes and ``sha256`` (lowercase hex)."""
+    """What was stored: its ``size`` in bytes, ``sha256`` (lowercase hex) and where.
 
-    path: Path
+    ``location`` (a ``str``) says where the bytes now are, for any destination:
+    the path for a local file, a URL such as ``s3://bucket/key`` for others.
+    ``path`` is the local path (a :class:`~pathlib.Path`), ``None`` when the
+    destination is not a local file.  ``location`` defaults to ``str(path)``.
+    """
+
+    path: Path | None
     size: int
     sha256: str
+    location: str = field(default="")
+
+    def __post_init__(self) -> None:
+        if not self.location and self.path is not None:
+            object.__setattr__(self, "location", str(self.path))
 
 
 @dataclass(frozen=True)
@@ -108,17 +129,26 @@ class SizeLimit:
             )
 
 
-_HOOK_METHODS = ("on_start", "on_chunk", "on_finish")
+_HOOK_METHODS = ("on_start", "on_chunk", "on_finish", "on_commit", "on_abort")
 
 
 class Hook:
-    """Observe or veto a store.  Override any of the three methods.
+    """Observe or veto a store, and take part in its commit.  Override any method.
 
-    Raising from any of them aborts the store: the temp file is removed, the
-    destination is left as it was, and the exception propagates unchanged.
-    Hooks run in the order given, after the built-in size checks.  Under
-    :func:`~streamstore.astore_from_reader` they run in a worker thread (one
-    at a time, never concurrently).
+    The order for one store is ``on_start``, ``on_chunk`` for every chunk,
+    ``on_finish`` (every byte written and checked, not yet visible), then
+    ``on_commit`` (visible) -- or ``on_abort`` on any failure.
+
+    Raising from ``on_start``, ``on_chunk`` or ``on_finish`` aborts the store:
+    the destination is left as it was and the exception propagates unchanged
+    (after ``on_abort`` ran).  Hooks run in the order given, after the
+    built-in size and digest checks.  Under the async front ends they run in
+    a worker thread, one at a time, never concurrently.
+
+    With ``on_finish``, ``on_commit`` and ``on_abort`` a caller can tie the
+    file to a database row: insert it in ``on_finish``, commit the
+    transaction in ``on_commit``, roll it back in ``on_abort``, so the file and
+    the row never disagree.
     """
 
     def __init_subclass__(cls, **kwargs: object) -> None:
@@ -148,4 +178,97 @@ class Hook:
 
     def on_finish(self, result: StoreResult) -> None:
         """Called when every byte is written, checked and flushed, just before
-        the file becomes visible at ``result.path``."""
+        the bytes become visible at ``result.location``."""
+
+    def on_commit(self, result: StoreResult) -> None:
+        """Called once the bytes are visible (after the commit point).
+
+        The store has succeeded and cannot be undone.  If this raises, the
+        other hooks' ``on_commit`` still run, then the exception propagates
+        with the committed :class:`StoreResult` as its ``committed``
+        attribute; ``on_abort`` is not called.
+        """
+
+    def on_abort(self, exc: BaseException) -> None:
+        """Called when the store fails after this hook's ``on_start`` was called,
+        with the exception that aborted it; nothing was made visible.
+
+        Hooks are aborted in reverse order.  An exception raised here does not
+        replace the original: it is added to the original's notes.
+        """
+
+
+class Sink(Protocol):
+    """The destination of one store: where the bytes go, and how they become visible.
+
+    A sink is used once.  The ingest calls ``start`` (if the sink has it),
+    ``write`` for every chunk, ``prepare`` (if it has it), then ``commit`` --
+    or ``abort`` on any failure, including a failed ``commit``.  The ingest
+    hashes, counts and checks; the sink only does the I/O.
+
+    Optional members, looked up with ``getattr``:
+
+    - ``start(expected_size: int | None) -> None``: called once before the
+      first write (``expected_size`` as declared by the caller, or ``None``).
+    - ``prepare(result: StoreResult) -> StoreResult``: called after the last
+      write and every check, before the ``on_finish`` hooks: make the bytes
+      durable without making them visible, and return the result filled in
+      with where they will be (``location``, ``path``).
+    - ``committed: StoreResult | None``: read when ``commit`` raised; a sink
+      that can raise after its bytes became visible (an interrupt landing just
+      after a rename, say) reports the visible result here, so the store is
+      reported as committed rather than failed.
+
+    :class:`~streamstore.FileSink` is the local sink; a path ``dest`` means one.
+    """
+
+    def write(self, chunk: memoryview, /) -> None:
+        """Take the next chunk; it is valid only during the call (copy it to keep it)."""
+        ...
+
+    def commit(self, result: StoreResult, /) -> StoreResult:
+        """Every check passed: make the bytes visible and return the final result."""
+        ...
+
+    def abort(self) -> None:
+        """Discard everything.  Safe after a failed ``write`` or ``commit``; idempotent."""
+        ...
+
+
+ErrorMapper = (
+    Mapping[type["StreamStoreError"], Callable[["StreamStoreError"], BaseException]]
+    | Callable[["StreamStoreError"], "BaseException | None"]
+)
+"""``errors=``: ``{ErrorClass: factory}`` or a callable returning an exception or ``None``."""
+
+
+class IngestOptions(TypedDict, total=False):
+    """The options of every store (``store_from_reader``, ``open_writer``,
+    ``ContentStore.put`` and their async twins), as keyword arguments."""
+
+    expected_sha256: str | None
+    expected_size: int | None
+    limit: int | SizeLimit | None
+    progress: ProgressCallback | Hook | None
+    hooks: Sequence[Hook]
+    errors: ErrorMapper | None
+    chunk_size: int
+
+
+class StoreOptions(IngestOptions, total=False):
+    """:class:`IngestOptions` plus the options of a local file destination
+    (they apply when ``dest`` is a path; a :class:`Sink` is configured itself)."""
+
+    overwrite: bool
+    durable: bool
+    mode: int | None
+    reserve: int
+
+
+class PutOptions(IngestOptions, total=False):
+    """:class:`IngestOptions` plus ``metadata`` (``ContentStore.put``/``aput``)."""
+
+    metadata: Mapping[str, Any] | None
+
+
+StrPath = str | os.PathLike[str]

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from ._errors import storage_error
-from ._pending import PendingFile, _fault_plans, is_temp_name
+from ._pending import TempSink, _fault_plans, is_temp_name
 from ._types import BytesLike
 
 __all__ = [
@@ -339,8 +339,8 @@ class StorageFault:
             f"triggered={self.triggered})"
         )
 
-    def _covers(self, dest: Path) -> bool:
-        parent = os.path.realpath(dest.parent)
+    def _covers(self, directory: str) -> bool:
+        parent = os.path.realpath(directory)
         root = str(self.directory)
         return parent == root or parent.startswith(root.rstrip(os.sep) + os.sep)
 
@@ -352,14 +352,14 @@ class StorageFault:
             self.triggered += 1
             return True
 
-    def _error(self, pending: PendingFile, message: str) -> OSError:
+    def _error(self, pending: TempSink, message: str) -> OSError:
         code = self.errno
         exc = OSError(code, os.strerror(code), str(pending.temp_path))
         return storage_error(exc, dest=pending.dest, message=message)
 
-    def __call__(self, pending: PendingFile) -> None:
+    def __call__(self, pending: TempSink) -> None:
         """Called by the core for each new temp file while the plan is active."""
-        if not self._covers(pending.dest):
+        if not self._covers(pending.directory):
             return
         dest = pending.dest
         if self.at == "create":
@@ -377,16 +377,16 @@ class StorageFault:
 
             pending.flush = failing_flush  # type: ignore[method-assign]
         else:
-            commit = pending.commit
+            publish = pending.publish
 
-            def failing_commit(*args: Any, **kwargs: Any) -> Any:
+            def failing_publish() -> None:
                 if self._claim():
                     raise self._error(pending, f"cannot rename into {dest}")
-                return commit(*args, **kwargs)
+                publish()
 
-            pending.commit = failing_commit  # type: ignore[method-assign]
+            pending.publish = failing_publish  # type: ignore[method-assign]
 
-    def _arm_write(self, pending: PendingFile) -> None:
+    def _arm_write(self, pending: TempSink) -> None:
         write = pending.write
         room = self.after_bytes
         armed = True
