@@ -342,7 +342,9 @@ class TempSink:
             return  # cannot tell: the writes will say
         free = st.f_bavail * st.f_frsize
         if size + self.reserve > free:
-            wanted = f"{size} bytes" + (f" plus a reserve of {self.reserve}" if self.reserve else "")
+            wanted = f"{size} bytes"
+            if self.reserve:
+                wanted += f" plus a reserve of {self.reserve}"
             raise DiskFullError(
                 errno.ENOSPC, os.strerror(errno.ENOSPC), self.directory, dest=self.dest,
                 message=f"not enough space in {self.directory}: {wanted} wanted, "
