@@ -10,7 +10,6 @@ import asyncio
 import errno
 import hashlib
 import random
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +25,7 @@ from helpers import ShortReads, temp_files
 from streamstore import Hook, StoreResult, astore_from_reader, store_from_reader
 from streamstore._core import Ingest
 from streamstore._pending import TempSink
-from streamstore._pipeline import MAX_IN_FLIGHT, RING_SLOTS, HashThread
+from streamstore._pipeline import MAX_IN_FLIGHT, RING_SLOTS, HashThread, running_threads
 from streamstore.testing import fail_storage
 
 CHUNK = 4096  # the smallest chunk size that uses the hashing thread
@@ -34,14 +33,14 @@ SETTINGS = settings(max_examples=60, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
-def hash_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == "streamstore-hash"]
+def hash_threads() -> int:
+    return running_threads()
 
 
 @pytest.fixture(autouse=True)
 def no_thread_left() -> Iterator[None]:
     yield
-    assert hash_threads() == [], "a hashing thread outlived its store"
+    assert hash_threads() == 0, "a hashing thread outlived its store"
 
 
 @pytest.fixture
@@ -153,7 +152,7 @@ def test_the_thread_runs_for_large_streams_only(tmp_path: Path) -> None:
             result = store_from_reader(f, tmp_path / "dest", hooks=[recorder])
         assert result.sha256 == hashlib.sha256(data).hexdigest()
         assert (recorder.threaded_chunks > 0) is expect_thread
-        assert hash_threads() == []
+        assert hash_threads() == 0
 
 
 class SlowHashThread(HashThread):
@@ -253,7 +252,7 @@ def test_a_source_writing_into_returned_buffers_cannot_skew_the_digest(tmp_path:
 def assert_clean(directory: Path, before: dict[str, bytes]) -> None:
     assert temp_files(directory) == []
     assert {p.name: p.read_bytes() for p in directory.iterdir()} == before
-    assert hash_threads() == []
+    assert hash_threads() == 0
 
 
 @pytest.mark.usefixtures("threaded")

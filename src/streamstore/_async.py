@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AsyncWriter",
     "aopen_writer",
+    "afail",
     "arun_ingest",
     "astore_from_reader",
     "run_in_thread",
@@ -119,7 +120,7 @@ async def _afinish(ingest: Ingest) -> StoreResult:
         raise
 
 
-async def _afail(ingest: Ingest, exc: BaseException) -> BaseException:
+async def afail(ingest: Ingest, exc: BaseException) -> BaseException:
     """``ingest.fail(exc)`` in a worker, run to the end even if the task is
     cancelled meanwhile (the cancellation is then requested again)."""
     future = _submit(ingest.fail, exc)
@@ -187,7 +188,11 @@ async def astore_from_reader(
     any other failure; once it began, the store completes and the
     cancellation is re-requested (see :mod:`streamstore` docs, "Async").
     """
-    return await arun_ingest(make_ingest(dest, options, "astore_from_reader()"), source)
+    ingest = make_ingest(dest, options, "astore_from_reader()")
+    try:
+        return await arun_ingest(ingest, source)
+    except BaseException as exc:
+        raise await afail(ingest, exc)  # noqa: B904 - see run_ingest
 
 
 async def arun_ingest(ingest: Ingest, source: AsyncSource) -> StoreResult:
@@ -206,7 +211,7 @@ async def arun_ingest(ingest: Ingest, source: AsyncSource) -> StoreResult:
             await _pump_async(ingest, chunks)
         return await _afinish(ingest)
     except BaseException as exc:
-        raise await _afail(ingest, exc)  # noqa: B904 - fail() chains mapped errors itself
+        raise await afail(ingest, exc)  # noqa: B904 - fail() chains mapped errors itself
 
 
 async def _pump_async(ingest: Ingest, chunks: AsyncIterator[memoryview]) -> None:
@@ -256,7 +261,7 @@ class AsyncWriter:
             await run_in_thread(self._ingest.start)
         except BaseException as exc:
             self._state = "failed"
-            raise await _afail(self._ingest, exc)  # noqa: B904
+            raise await afail(self._ingest, exc)  # noqa: B904
         return self
 
     async def write(self, data: Any) -> int:
@@ -278,7 +283,7 @@ class AsyncWriter:
     async def _fail(self, exc: BaseException) -> None:
         self._state = "failed"
         await self._batcher.settle()
-        failure = await _afail(self._ingest, exc)
+        failure = await afail(self._ingest, exc)
         if failure is exc:
             raise exc
         raise failure from exc
@@ -290,7 +295,7 @@ class AsyncWriter:
         if exc is not None:
             self._state = "failed"
             await self._batcher.settle()
-            failure = await _afail(self._ingest, exc)
+            failure = await afail(self._ingest, exc)
             if failure is not exc:
                 raise failure from exc
             return

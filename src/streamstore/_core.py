@@ -233,6 +233,7 @@ class Ingest:
         self._state = _NEW
         self._started_hooks = 0  # hooks whose on_start was called (they get on_abort)
         self._abort_tries = 0
+        self._raised: BaseException | None = None  # what fail() returned, once decided
         self._pipe: HashThread | None = None
         self._pipe_at = sys.maxsize  # size at which feed() starts the hashing thread
 
@@ -394,7 +395,9 @@ class Ingest:
         hooks run.  Otherwise the hashing thread is stopped, the sink aborted
         and the ``on_abort`` hooks run (in reverse order).  Cleanup survives
         further interrupts: it runs to the end, then ``exc`` is returned.
-        A mapped error (``errors=``) is chained to ``exc``.
+        A mapped error (``errors=``) is chained to ``exc``.  Idempotent: a
+        front end may call it again for an exception that escaped its first
+        call (cleanup resumes where it stopped; the answer stays the same).
         """
         while True:
             try:
@@ -436,12 +439,16 @@ class Ingest:
                 hook.on_abort(exc)
             except Exception as error:
                 add_note(exc, f"{type(hook).__name__}.on_abort raised {_describe(error)}")
+        if self._raised is not None:
+            return self._raised
         if isinstance(exc, StreamStoreError) and exc.dest is None and self.dest is not None:
             exc.dest = self.dest
         mapped = map_error(self.errors, exc)
         if mapped is None:
-            return exc
-        if mapped is not exc.__cause__:
-            mapped.__cause__ = exc
-            mapped.__suppress_context__ = True
-        return mapped
+            self._raised = exc
+        else:
+            if mapped is not exc.__cause__:
+                mapped.__cause__ = exc
+                mapped.__suppress_context__ = True
+            self._raised = mapped
+        return self._raised

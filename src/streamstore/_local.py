@@ -17,15 +17,16 @@ never outlives its object.
 
 from __future__ import annotations
 
+import collections
 import errno
+import functools
 import json
 import os
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from ._core import Ingest
 from ._errors import (
@@ -34,7 +35,7 @@ from ._errors import (
     StorageError,
     storage_error,
 )
-from ._pending import FileSink, TempSink, close_all, fsync_directory, open_into, sweep_temp
+from ._pending import Fds, FileSink, TempSink, fsync_directory, open_into, sweep_temp
 from ._sync import run_ingest
 from ._types import StoreResult
 
@@ -44,6 +45,9 @@ except ImportError:  # pragma: no cover - not POSIX
     fcntl = None  # type: ignore[assignment]
 
 __all__ = ["OBJECT_MODE", "LocalBackend", "LocalObjectSink"]
+
+T = TypeVar("T")
+_drain: Callable[[Iterator[None]], object] = functools.partial(collections.deque, maxlen=0)
 
 OBJECT_MODE = 0o444
 _OBJECT_NAME_RE = re.compile(r"[0-9a-f]{64}")
@@ -133,23 +137,39 @@ class LocalBackend:
                     if _SHARD_RE.fullmatch(sub.name) and sub.is_dir(follow_symlinks=False):
                         yield Path(sub.path)
 
-    @contextmanager
-    def locked(self, shard: Path) -> Iterator[bool]:
-        """Hold an exclusive flock on ``shard`` (yields False if it does not exist)."""
-        fds: list[int] = []
+    def under_lock(self, shard: Path, fn: Callable[[bool], T]) -> T:
+        """``fn(exists)`` holding an exclusive flock on ``shard`` (``exists`` is
+        False, and no lock is taken, if the shard does not exist).
+
+        A plain try/finally rather than a context manager: an interrupt landing
+        as a generator-based ``__enter__`` returns would leave the lock held by
+        a suspended generator until the garbage collector runs.
+        """
+        fds = Fds()
         try:
             try:
                 fd = open_into(fds, shard, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
             except FileNotFoundError:
-                yield False
-                return
+                return fn(False)
             except OSError as exc:
                 raise storage_error(exc, dest=shard, message=f"cannot open {shard}") from exc
             if fcntl is not None:
                 fcntl.flock(fd, fcntl.LOCK_EX)
-            yield True
+            return fn(True)
         finally:
-            close_all(fds)
+            # close_all, inlined: an interrupt at the entry of a function
+            # called here would skip it and keep the lock until the garbage
+            # collector ran -- a hang for the next put in this process.
+            pending: BaseException | None = None
+            while fds and fds[-1] is not None:
+                try:
+                    fds.insert(0, None)  # type: ignore[arg-type]
+                    _drain(map(os.close, iter(fds.pop, None)))
+                except BaseException as exc:
+                    pending = exc if pending is None else pending
+            del fds[:]
+            if pending is not None:
+                raise pending
 
     # -- the backend interface ------------------------------------------------------
 
@@ -222,7 +242,8 @@ class LocalBackend:
     def delete(self, digest: str) -> bool:
         """Remove an object and its metadata; False if it was not stored."""
         shard = self.shard(digest)
-        with self.locked(shard) as exists:
+
+        def delete(exists: bool) -> bool:
             if not exists:
                 return False
             # Metadata first: a crash in between leaves an object without
@@ -237,6 +258,8 @@ class LocalBackend:
                                         message=f"cannot fsync {shard}") from exc
             return removed
 
+        return self.under_lock(shard, delete)
+
     def sweep(self, older_than: float) -> int:
         """Remove orphaned temp files in ``tmp/`` and the shard directories."""
         removed = sweep_temp(self.tmp, older_than=older_than) if self.tmp.is_dir() else 0
@@ -246,7 +269,7 @@ class LocalBackend:
 
     def write_metadata(self, digest: str, meta: bytes) -> None:
         """Write ``meta`` beside ``digest``'s object unless metadata exists already."""
-        with self.locked(self.shard(digest)) as exists:
+        def write(exists: bool) -> None:
             # Under the shard lock a delete cannot run between the check and
             # the write, so metadata never outlives its object.
             if exists and os.path.lexists(self.object_path(digest)):
@@ -256,6 +279,8 @@ class LocalBackend:
                     run_ingest(Ingest(sink, dest=sink.path), meta)
                 except DestinationExistsError:
                     pass  # the first writer's metadata wins
+
+        self.under_lock(self.shard(digest), write)
 
 
 class LocalObjectSink(TempSink):
@@ -290,7 +315,7 @@ class LocalObjectSink(TempSink):
     def publish(self) -> None:
         """Create the shard directories, then link the temp at the object's path."""
         digest = self._digest
-        temp = self._temp_name
+        temp = self._temp[0]
         assert digest is not None and temp is not None
         backend = self.backend
         shard = backend.shard(digest)
@@ -313,13 +338,13 @@ class LocalObjectSink(TempSink):
         return os.path.lexists(self.backend.object_path(self._digest))
 
     def _tidy_after_publish(self) -> None:
-        temp = self._temp_name
+        temp = self._temp[0]
         if temp is not None:
             try:
                 os.unlink(temp, dir_fd=self._fds[0])
             except FileNotFoundError:
                 pass
-            self._temp_name = None
+            self._temp[0] = None
 
     def _sync_directory(self) -> None:
         if self.created and self._digest is not None:

@@ -49,6 +49,7 @@ __all__ = [
     "FileSink",
     "TempSink",
     "check_dest",
+    "Fds",
     "close_all",
     "fsync",
     "fsync_directory",
@@ -115,6 +116,20 @@ def fsync(fd: int) -> None:
     os.fsync(fd)
 
 
+class Fds(list[int]):
+    """A list of descriptors that closes what it still holds when it is
+    garbage-collected: the backstop for a cleanup an interrupt skipped."""
+
+    __slots__ = ()
+
+    def __del__(self) -> None:
+        if self:
+            try:
+                close_all(self)
+            except BaseException:
+                pass
+
+
 def open_into(holder: list[int], path: StrPath, flags: int, mode: int = 0o777, *,
               dir_fd: int | None = None) -> int:
     """``os.open`` whose descriptor is appended to ``holder`` in the same C call.
@@ -137,22 +152,34 @@ def close_all(holder: list[int], keep: int = 0) -> None:
     Popping and closing happen inside one C call (``deque`` draining a ``map``
     over ``holder.pop``), so an interrupt can neither leak a popped descriptor
     nor close one twice (which could close a descriptor another thread just
-    opened under the same number).
+    opened under the same number).  Interrupted before that call, it closes
+    them anyway, then re-raises the interrupt.
     """
-    if len(holder) > keep:
-        end: list[int | None] = holder  # type: ignore[assignment]
-        end.insert(keep, _END)
+    first: BaseException | None = None
+    while len(holder) > keep:
         try:
-            collections.deque(map(os.close, iter(end.pop, _END)), maxlen=0)
-        finally:
-            if len(end) > keep and end[keep] is _END:
-                del end[keep]
+            _close_after(holder, keep)
+        except BaseException as exc:
+            if first is None:
+                first = exc
+    if first is not None:
+        raise first
+
+
+def _close_after(holder: list[int], keep: int) -> None:
+    end: list[int | None] = holder  # type: ignore[assignment]
+    end.insert(keep, _END)
+    try:
+        collections.deque(map(os.close, iter(end.pop, _END)), maxlen=0)
+    finally:
+        if len(end) > keep and end[keep] is _END:
+            del end[keep]
 
 
 def fsync_directory(directory: StrPath | int) -> None:
     """fsync a directory (a path, or an open descriptor) so that a rename or
     unlink inside it survives a crash."""
-    holder: list[int] = []
+    holder = Fds()
     try:
         fd = directory if isinstance(directory, int) else open_into(holder, directory, _DIR_FLAGS)
         try:
@@ -216,6 +243,18 @@ or raise).  Empty outside tests."""
 _live: weakref.WeakSet[TempSink] = weakref.WeakSet()
 
 
+def _discard(fds: list[int], temp: list[str | None]) -> None:
+    """Remove a temp file and close its descriptors (a sink's finalizer)."""
+    name = temp[0]
+    if name is not None and len(fds) == 2:
+        temp[0] = None
+        try:
+            os.unlink(name, dir_fd=fds[0])
+        except OSError:
+            pass
+    close_all(fds)
+
+
 def _after_fork_in_child() -> None:
     # A forked child shares the parent's open temp files, and with them the
     # parent's flock: if the parent died, its orphans could not be swept while
@@ -229,7 +268,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 # Sink states.
-_NEW, _OPEN, _COMMITTING, _DONE = range(4)
+_NEW, _OPEN, _COMMITTING, _PUBLISHED, _DONE = range(5)
 
 
 class TempSink:
@@ -249,14 +288,19 @@ class TempSink:
         self.mode = mode
         self.temp_path: Path | None = None
         """The temp file's path once created (for messages and tests)."""
-        self._fds: list[int] = []  # [directory fd, temp fd]: see open_into/close_all
-        self._temp_name: str | None = None
+        self._fds = Fds()  # [directory fd, temp fd]: see open_into/close_all
+        self._temp: list[str | None] = [None]  # the temp file's name while it is ours
+        # Dropped without commit() or abort() (an interrupt at the entry of a
+        # context manager's __exit__, say): the garbage collector cleans up.
+        weakref.finalize(self, _discard, self._fds, self._temp)
         self._ino: tuple[int, int] | None = None
         self._pid = os.getpid()
         self._state = _NEW
         self._final: StoreResult | None = None
         self._written = 0
         self._writeback_at = WRITEBACK_STEP
+        self._synced = False
+        self._visible_done = False
 
     # -- life cycle -----------------------------------------------------------------
 
@@ -308,7 +352,7 @@ class TempSink:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC
         perm = 0o666 if self.mode is None else 0o600
         for _ in range(16):
-            name = self._temp_name = _temp_name(self.dest_name)
+            name = self._temp[0] = _temp_name(self.dest_name)
             try:
                 fd = open_into(fds, name, flags, perm, dir_fd=dir_fd)
             except FileExistsError:
@@ -326,7 +370,7 @@ class TempSink:
                             plan(self)
                     return
             # A sweeper took the new file first: it removes it; try another name.
-            self._temp_name = None
+            self._temp[0] = None
             close_all(fds, keep=1)
         raise StorageError(errno.EEXIST, os.strerror(errno.EEXIST), self.directory,
                            dest=self.dest, message="could not create a unique temp file")
@@ -411,28 +455,35 @@ class TempSink:
         raise NotImplementedError
 
     def _after_publish(self, *, raise_errors: bool) -> StoreResult:
-        """Close the temp, drop the temp name, fsync the directory; idempotent."""
+        """The bytes are visible: drop the temp name, fsync the directory, run
+        :meth:`_after_visible`, close.  Resumable: an interrupted run is
+        finished by the next call (``committed``, ``abort``)."""
         final = self._final
         assert final is not None
         if self._state == _COMMITTING:
-            self._state = _DONE
-            _live.discard(self)
+            self._state = _PUBLISHED
+        if self._state == _PUBLISHED:
             error: OSError | None = None
             try:
+                _live.discard(self)
                 self._tidy_after_publish()
-                if self.durable:
+                if self.durable and not self._synced:
                     self._sync_directory()
-                self._after_visible(final)
+                    self._synced = True
+                if not self._visible_done:
+                    self._after_visible(final)
+                    self._visible_done = True
             except OSError as exc:
                 error = exc
-            finally:
-                close_all(self._fds)
+            self._state = _DONE
+            close_all(self._fds)
             if error is not None and raise_errors:
                 err = storage_error(
                     error, dest=self.dest,
                     message=f"{self.dest} was written but finishing the commit failed")
                 err.committed = final  # type: ignore[attr-defined]
                 raise err from error
+        close_all(self._fds)
         return final
 
     def _tidy_after_publish(self) -> None:
@@ -450,7 +501,10 @@ class TempSink:
     def committed(self) -> StoreResult | None:
         """The visible result if :meth:`commit` published before it was interrupted."""
         if self._state == _DONE:
+            close_all(self._fds)
             return self._final
+        if self._state == _PUBLISHED:
+            return self._after_publish(raise_errors=False)
         if self._state != _COMMITTING or len(self._fds) != 2:
             return None
         try:
@@ -464,17 +518,18 @@ class TempSink:
     def abort(self) -> None:
         """Remove the temp file and close everything.  Idempotent; a no-op after
         a commit that published (and in a forked child)."""
-        if self._state == _COMMITTING and self.committed is not None:
+        if self._state in (_COMMITTING, _PUBLISHED) and self.committed is not None:
             return
         if self._state == _DONE:
+            close_all(self._fds)
             return
-        name = self._temp_name
+        name = self._temp[0]
         if name is not None and len(self._fds) == 2:
             try:
                 os.unlink(name, dir_fd=self._fds[0])
             except FileNotFoundError:
                 pass
-            self._temp_name = None
+            self._temp[0] = None
         self._state = _DONE
         _live.discard(self)
         close_all(self._fds)
@@ -482,7 +537,7 @@ class TempSink:
     def _disown(self) -> None:
         if os.getpid() != self._pid and self._state != _DONE:
             self._state = _DONE
-            self._temp_name = None
+            self._temp[0] = None
             close_all(self._fds)
 
     def _same_inode(self, name: str) -> bool:
@@ -557,7 +612,7 @@ class FileSink(TempSink):
 
     def publish(self) -> None:
         """Rename the temp over the destination, or link it there (``overwrite=False``)."""
-        dir_fd, temp, name = self._fds[0], self._temp_name, self.dest_name
+        dir_fd, temp, name = self._fds[0], self._temp[0], self.dest_name
         assert temp is not None
         try:
             if self.overwrite:
@@ -574,7 +629,7 @@ class FileSink(TempSink):
                                 message=f"cannot rename into {self.dest}") from exc
 
     def _published(self) -> bool:
-        temp = self._temp_name
+        temp = self._temp[0]
         if self.overwrite:
             return temp is None or not self._same_inode(temp)
         if temp is None or not self._same_inode(temp):
@@ -582,13 +637,13 @@ class FileSink(TempSink):
         return os.fstat(self._fds[1]).st_nlink >= 2
 
     def _tidy_after_publish(self) -> None:
-        temp = self._temp_name
+        temp = self._temp[0]
         if temp is not None and not self.overwrite:
             try:
                 os.unlink(temp, dir_fd=self._fds[0])
             except FileNotFoundError:
                 pass
-        self._temp_name = None
+        self._temp[0] = None
 
 
 def _owner_alive(dir_fd: int, name: str, pid: int, holder: list[int]) -> bool:
@@ -631,7 +686,7 @@ def sweep_temp(directory: StrPath, *, older_than: float = 3600.0) -> int:
         raise ValueError(f"older_than must be >= 0, got {older_than}")
     removed = 0
     now = time.time()
-    fds: list[int] = []
+    fds = Fds()
     try:
         dir_fd = open_into(fds, directory, _DIR_FLAGS)
         with os.scandir(dir_fd) as entries:

@@ -22,7 +22,8 @@ Memory stays bounded: at most ``RING_SLOTS`` chunks of at most
 
 from __future__ import annotations
 
-import threading
+import _thread
+import weakref
 from collections.abc import Callable
 from queue import SimpleQueue
 
@@ -51,6 +52,49 @@ class RingBuffer(bytearray):
     __slots__ = ()
 
 
+class _State:
+    __slots__ = ("error", "exited", "running", "stop")
+
+    def __init__(self) -> None:
+        self.error: BaseException | None = None
+        self.stop = False
+        self.exited = False
+        self.running = _thread.allocate_lock()  # held from creation until the thread exits
+
+
+def _run(update: Callable[[memoryview], object], work: SimpleQueue[list[memoryview] | None],
+         done: SimpleQueue[None], state: _State) -> None:
+    try:
+        get = work.get
+        finished = done.put
+        while (batch := get()) is not None:
+            if not state.stop:
+                try:
+                    for chunk in batch:
+                        update(chunk)
+                except BaseException as exc:  # e.g. MemoryError: reported by finish()
+                    state.error = exc
+                    state.stop = True
+            finished(None)
+    finally:
+        _running.discard(state)
+        state.exited = True
+        state.running.release()
+
+
+_running: set[_State] = set()
+
+
+def running_threads() -> int:
+    """How many hashing threads are running now (for tests)."""
+    return len(_running)
+
+
+def _stop(work: SimpleQueue[list[memoryview] | None], state: _State) -> None:
+    state.stop = True
+    work.put(None)
+
+
 class HashThread:
     """Runs ``update(chunk)`` on a second thread, in submission order.
 
@@ -65,26 +109,20 @@ class HashThread:
         self._put = self._work.put
         self._wait = self._done.get
         self._in_flight = 0  # batches handed over whose completion was not yet collected
-        self._stop = False
+        self._state = _State()
         self._closed = False
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(
-            target=self._run, args=(update,), name="streamstore-hash", daemon=True
-        )
-        self._thread.start()
+        # The thread holds the queues and the state, never this object: if the
+        # object is dropped unclosed (an interrupt before its owner saw it),
+        # the finalizer stops the thread.  A bare _thread (one C call to
+        # start, no registry) leaves nothing half-registered if interrupted.
+        weakref.finalize(self, _stop, self._work, self._state)
+        self._state.running.acquire()
+        _thread.start_new_thread(_run, (update, self._work, self._done, self._state))
+        _running.add(self._state)  # the thread cannot exit before it is told to
 
-    def _run(self, update: Callable[[memoryview], object]) -> None:
-        get = self._work.get
-        done = self._done.put
-        while (batch := get()) is not None:
-            if not self._stop:
-                try:
-                    for chunk in batch:
-                        update(chunk)
-                except BaseException as exc:  # e.g. MemoryError: reported by finish()
-                    self._error = exc
-                    self._stop = True
-            done(None)
+    @property
+    def _error(self) -> BaseException | None:
+        return self._state.error
 
     def submit(self, chunk: memoryview) -> None:
         """Queue ``chunk`` for hashing; returns once at most MAX_IN_FLIGHT are held."""
@@ -115,14 +153,20 @@ class HashThread:
     def close(self, *, stop: bool = True) -> None:
         """Stop (skipping what is still queued unless ``stop=False``) and join."""
         if stop:
-            self._stop = True
+            self._state.stop = True
         if not self._closed:
+            self._put(None)  # twice after an interrupt is harmless: the first ends the thread
             self._closed = True
-            self._put(None)
         try:
-            self._thread.join()
+            self._join()
         except BaseException:
             # Interrupted while joining: the thread only has a few chunks left
             # to skip or hash, so wait for it before the caller cleans up.
-            self._thread.join()
+            self._join()
             raise
+
+    def _join(self) -> None:
+        state = self._state
+        while not state.exited:
+            if state.running.acquire(timeout=0.05):
+                state.running.release()

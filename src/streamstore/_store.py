@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
-from ._async import arun_ingest
+from ._async import afail, arun_ingest
 from ._core import Ingest, split_options
 from ._errors import InvalidDigestError, ObjectNotFoundError
 from ._local import LocalBackend
@@ -200,13 +200,19 @@ class ContentStore:
         replace it; ``ObjectInfo.metadata`` shows what is stored.
         """
         ingest = self._ingest(options, "ContentStore.put()")
-        return self._info(ingest, run_ingest(ingest, source))
+        try:
+            return self._info(ingest, run_ingest(ingest, source))
+        except BaseException as exc:
+            raise ingest.fail(exc)  # noqa: B904 - see run_ingest
 
     async def aput(self, source: AsyncSource, **options: Unpack[PutOptions]) -> ObjectInfo:
         """Async twin of :meth:`put`, on the :func:`astore_from_reader` machinery:
         the source is read on the event loop, all storage work runs in a worker thread."""
         ingest = self._ingest(options, "ContentStore.aput()")
-        return self._info(ingest, await arun_ingest(ingest, source))
+        try:
+            return self._info(ingest, await arun_ingest(ingest, source))
+        except BaseException as exc:
+            raise await afail(ingest, exc)  # noqa: B904 - see run_ingest
 
     # -- read -----------------------------------------------------------------------
 

@@ -68,14 +68,21 @@ def store_from_reader(
 
     Returns a :class:`StoreResult` (``path``, ``size``, ``sha256``, ``location``).
     """
-    return run_ingest(make_ingest(dest, options, "store_from_reader()"), source)
+    ingest = make_ingest(dest, options, "store_from_reader()")
+    try:
+        return run_ingest(ingest, source)
+    except BaseException as exc:
+        raise ingest.fail(exc)  # noqa: B904 - see run_ingest
 
 
 def run_ingest(ingest: Ingest, source: Source) -> StoreResult:
     """Drive ``ingest`` with the chunks of ``source`` (validated first) and return its result.
 
     The synchronous loop itself; :class:`~streamstore.ContentStore` drives its
-    own :class:`Ingest` through it too.
+    own :class:`Ingest` through it too.  A caller that does more after this
+    returns wraps it in ``except BaseException as exc: raise ingest.fail(exc)``
+    too: an interrupt landing between the commit and the caller's next step
+    then still reports the commit (``fail`` is idempotent).
     """
     chunks = iter_chunks(source, ingest.chunk_size, ingest.dest)
     try:
