@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ConnectionClosedError
-from s3server import S3Server
 
 import streamstore as ss
+from s3server import S3Server
 from streamstore._s3checksum import Checksum
 from streamstore.s3 import S3Sink, read_sha256, verify_object
 from streamstore.testing import AsyncSlowReader, FailingReader
@@ -301,8 +301,11 @@ async def test_task_cancellation_aborts(s3_client: Any, s3_bucket: str) -> None:
     reader = AsyncSlowReader(data_of(4 * PART), delay=0.002, chunk=256 * 1024)
     s = sink(s3_client, s3_bucket)
     task = asyncio.create_task(ss.astore_from_reader(reader, s))
-    while s.upload_id is None:  # at least one part is on its way
+    for _ in range(1000):  # until at least one part is on its way
+        if s.upload_id is not None:
+            break
         await asyncio.sleep(0.01)
+    assert s.upload_id is not None
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -370,6 +373,7 @@ def test_missing_bucket_and_bad_credentials(s3_server: S3Server) -> None:
 def test_connection_refused(s3_server: S3Server) -> None:
     import boto3
     from botocore.config import Config
+
     from s3server import _free_ports
     port = _free_ports(1)[0]
     client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",

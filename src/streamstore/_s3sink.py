@@ -23,6 +23,8 @@ import base64
 import concurrent.futures as cf
 import errno
 import hashlib
+import io
+import mmap
 import os
 import threading
 import time
@@ -132,6 +134,57 @@ def abort_upload(client: Any, bucket: str, key: str, upload_id: str) -> None:
                                f"still listed after {_ABORT_TRIES} aborts")
 
 
+class _Body(io.RawIOBase):
+    """The request body of one part: a read-only, seekable view of the first
+    ``size`` bytes of a part buffer, without a copy (botocore re-reads it to
+    sign it and seeks back to retry)."""
+
+    def __init__(self, buffer: mmap.mmap, size: int) -> None:
+        super().__init__()
+        self.view = memoryview(buffer)[:size]
+        self._pos = 0
+
+    def __len__(self) -> int:
+        return len(self.view)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = (0, self._pos, len(self.view))[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        n = max(0, min(len(buffer), len(self.view) - self._pos))
+        buffer[:n] = self.view[self._pos:self._pos + n]
+        self._pos += n
+        return n
+
+    def read(self, size: int | None = -1) -> bytes:
+        end = len(self.view) if size is None or size < 0 else self._pos + size
+        data = bytes(self.view[self._pos:end])
+        self._pos += len(data)
+        return data
+
+    def close(self) -> None:
+        self.view.release()
+        super().close()
+
+
+def _close_buffer(buffer: mmap.mmap) -> None:
+    try:
+        buffer.close()
+    except BufferError:  # a view is still held somewhere: the mapping goes with it
+        pass
+
+
 @dataclass(frozen=True)
 class _Part:
     number: int
@@ -221,13 +274,17 @@ class S3Sink:
         self.version_id: str | None = None
         """The new object's version id (versioned buckets), after the commit."""
         self._state = _NEW
-        self._buf: bytearray = bytearray()
+        # Part buffers are anonymous mmaps: pages cost memory only once written,
+        # and closing one gives its memory back to the system at once.
+        self._buf: mmap.mmap | None = None
         self._fill = 0
-        self._free: list[bytearray] = []
-        self._buffers = 1
+        self._free: list[mmap.mmap] = []
+        self._all: list[mmap.mmap] = []
+        self._buffers = 0
+        self._body: _Body | None = None
         self._next_part = 1
         self._parts: dict[int, _Part] = {}
-        self._inflight: dict[cf.Future[_Part], bytearray] = {}
+        self._inflight: dict[cf.Future[_Part], mmap.mmap] = {}
         self._pool: cf.ThreadPoolExecutor | None = None
         self._cancel = threading.Event()
         self._size = 0
@@ -293,7 +350,6 @@ class S3Sink:
                     errno.EFBIG, os.strerror(errno.EFBIG), self.location,
                     message=f"{expected_size} bytes is larger than an S3 object can be")
             self.part_size = part
-        self._buf = bytearray(min(expected_size, self.part_size))
 
     def write(self, chunk: memoryview | bytes, /) -> None:
         """Copy ``chunk`` into the current part; hand full parts to the upload pool."""
@@ -310,8 +366,11 @@ class S3Sink:
             if fill == part_size:
                 self._hand_off()
                 fill = 0
+            buf = self._buf
+            if buf is None:
+                buf = self._buf = self._take_buffer()
             take = min(part_size - fill, n - pos)
-            self._buf[fill:fill + take] = view[pos:pos + take]
+            buf[fill:fill + take] = view[pos:pos + take]
             self._fill = fill + take
             pos += take
         self._size += n
@@ -322,15 +381,14 @@ class S3Sink:
             raise RuntimeError(f"S3Sink.prepare() on a {self._state_name} sink")
         if result.size != self._size:
             raise RuntimeError(f"S3Sink got {self._size} bytes but the result says {result.size}")
-        buf = self._buf
-        if len(buf) > self._fill:
-            del buf[self._fill:]
         if self.upload_id is not None:
-            self._submit(buf)
-            self._buf = bytearray()
+            assert self._buf is not None
+            self._submit(self._buf, self._fill)
+            self._buf = None
             self._fill = 0
             self._wait_all()
             self._full_crc = self._combine()
+            self._release()
         self._state = _PREPARED
         return replace(result, path=None, location=self.location)
 
@@ -421,11 +479,12 @@ class S3Sink:
         """The current buffer is a full part and more bytes follow: upload it."""
         if self.upload_id is None:
             self._create_upload()
-        self._submit(self._buf)
-        self._buf = self._take_buffer()
+        assert self._buf is not None
+        self._submit(self._buf, self._fill)
+        self._buf = None
         self._fill = 0
 
-    def _submit(self, buf: bytearray) -> None:
+    def _submit(self, buf: mmap.mmap, size: int) -> None:
         self._reap()
         number = self._next_part
         if number > MAX_PARTS:
@@ -434,27 +493,35 @@ class S3Sink:
                 message=f"the stream needs more than {MAX_PARTS} parts of {self.part_size} "
                         "bytes (declare expected_size, or use a larger part_size)")
         assert self._pool is not None and self.upload_id is not None
-        future = self._pool.submit(self._upload_part, self.upload_id, number, buf)
+        future = self._pool.submit(self._upload_part, self.upload_id, number, buf, size)
         self._next_part = number + 1
         self._inflight[future] = buf
 
-    def _upload_part(self, upload_id: str, number: int, buf: bytearray) -> _Part:
+    def _upload_part(self, upload_id: str, number: int, buf: mmap.mmap, size: int) -> _Part:
         """Runs in the pool: checksum the part and upload it."""
         if self._cancel.is_set():
             raise cf.CancelledError
-        crc = self.checksum.compute(buf)
-        encoded = self.checksum.encode(crc)
-        response = self.client.upload_part(
-            Bucket=self.bucket, Key=self._upload_key(), UploadId=upload_id, PartNumber=number,
-            Body=buf, ContentLength=len(buf), **{self.checksum.param: encoded})
-        return _Part(number, str(response["ETag"]), encoded, crc, len(buf))
+        body = _Body(buf, size)
+        try:
+            crc = self.checksum.compute(body.view)
+            encoded = self.checksum.encode(crc)
+            response = self.client.upload_part(
+                Bucket=self.bucket, Key=self._upload_key(), UploadId=upload_id,
+                PartNumber=number, Body=body, ContentLength=size,
+                **{self.checksum.param: encoded})
+        finally:
+            body.close()
+        return _Part(number, str(response["ETag"]), encoded, crc, size)
 
-    def _take_buffer(self) -> bytearray:
-        """A free part buffer, waiting for an upload to finish if all are in use."""
+    def _take_buffer(self) -> mmap.mmap:
+        """A free part buffer, waiting for an upload to finish if all are in use
+        (at most ``max_concurrency + 1`` buffers exist)."""
         while not self._free:
             if self._buffers <= self.max_concurrency:
                 self._buffers += 1
-                return bytearray(self.part_size)
+                buffer = mmap.mmap(-1, self.part_size)
+                self._all.append(buffer)
+                return buffer
             cf.wait(list(self._inflight), return_when=cf.FIRST_COMPLETED)
             self._reap()
         return self._free.pop()
@@ -473,8 +540,7 @@ class S3Sink:
                 raise cf.CancelledError
             part = future.result()
             self._parts[part.number] = part
-            if len(buf) == self.part_size:
-                self._free.append(buf)
+            self._free.append(buf)
 
     def _wait_all(self) -> None:
         while self._inflight:
@@ -482,7 +548,6 @@ class S3Sink:
             self._reap()
         assert self._pool is not None
         self._pool.shutdown(wait=True)
-        self._free.clear()
 
     def _combine(self) -> int:
         parts = [self._parts[n] for n in sorted(self._parts)]
@@ -492,17 +557,27 @@ class S3Sink:
         return crc
 
     def _release(self) -> None:
-        self._buf = bytearray()
+        """Give the part buffers back (never while an upload may still read one)."""
+        if self._body is not None:
+            self._body.close()
+            self._body = None
+        self._buf = None
         self._free.clear()
+        buffers, self._all = self._all, []
+        for buffer in buffers:
+            _close_buffer(buffer)
 
     # -- publishing ----------------------------------------------------------------------
 
     def _put_args(self, result: StoreResult) -> dict[str, Any]:
         """Arguments of the one-part ``PutObject`` (digest known: checksum and metadata)."""
+        body: _Body | bytes = b""
+        if self._buf is not None and self._fill:
+            body = self._body = _Body(self._buf, self._fill)
         return {
             **self.extra_args,
-            "Bucket": self.bucket, "Key": self.key, "Body": self._buf,
-            "ContentLength": len(self._buf), "ChecksumSHA256": _b64(result.sha256),
+            "Bucket": self.bucket, "Key": self.key, "Body": body,
+            "ContentLength": self._fill, "ChecksumSHA256": _b64(result.sha256),
             "Metadata": {**self._user_metadata, SHA256_KEY: result.sha256, NONCE_KEY: self.nonce},
         }
 
