@@ -35,7 +35,7 @@ import string
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from typing import Any
+from typing import Any, BinaryIO, cast
 from urllib.parse import quote, unquote
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -282,11 +282,13 @@ class S3Backend:
         found = head(self.client, self.bucket, self.key(digest))
         return {} if found is None else decode_json(found, self.url(digest))
 
-    def open(self, digest: str) -> S3Reader:
-        """A seekable reader of ``digest``'s object (ranged GETs, constant memory)."""
+    def open(self, digest: str) -> BinaryIO:
+        """A seekable :class:`S3Reader` of ``digest``'s object (ranged GETs,
+        constant memory)."""
         found = self._head(digest)
-        return S3Reader(self.client, self.bucket, self.key(digest),
-                        size=int(found["ContentLength"]), etag=found.get("ETag") or None)
+        reader = S3Reader(self.client, self.bucket, self.key(digest),
+                          size=int(found["ContentLength"]), etag=found.get("ETag") or None)
+        return cast(BinaryIO, reader)
 
     def path(self, digest: str) -> None:
         """Objects in S3 have no local path."""
