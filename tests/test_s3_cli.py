@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from s3server import IDENTITIES, S3Server
 from test_s3_sink import body, data_of, uploads
 
