@@ -537,3 +537,30 @@ def test_import_without_boto3_names_the_extra() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, env={**os.environ, "PYTHONWARNINGS": "error"})
     assert "pip install 'streamstore[s3]'" in out.stdout
+
+
+def test_public_names_of_streamstore_s3_are_documented() -> None:
+    import inspect
+
+    import streamstore.s3 as s3
+    public = {n for n, v in vars(s3).items() if not n.startswith("_") and not inspect.ismodule(v)
+              and getattr(v, "__module__", "streamstore.s3") == "streamstore.s3"
+              and n not in ("annotations",)}
+    assert public <= set(s3.__all__)
+    for name in s3.__all__:
+        value = getattr(s3, name)
+        if isinstance(value, int):
+            continue
+        assert value.__module__ == "streamstore.s3", name
+        assert inspect.getdoc(value), name
+        if inspect.isclass(value):
+            for attr, member in vars(value).items():
+                if not attr.startswith("_") and (inspect.isfunction(member)
+                                                 or isinstance(member, property)):
+                    assert inspect.getdoc(member), f"{name}.{attr}"
+    import subprocess
+    import sys
+    # The package never imports the S3 module (nor boto3) on its own.
+    code = ("import sys, streamstore, streamstore.testing; "
+            "assert 'streamstore.s3' not in sys.modules and 'botocore' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
