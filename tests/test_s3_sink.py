@@ -564,3 +564,21 @@ def test_public_names_of_streamstore_s3_are_documented() -> None:
     code = ("import sys, streamstore, streamstore.testing; "
             "assert 'streamstore.s3' not in sys.modules and 'botocore' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_overwrite_false_holds_where_complete_ignores_if_none_match(
+        s3_server: S3Server, s3_client: Any, s3_bucket: str) -> None:
+    """Ceph RGW Pacific ignores If-None-Match on CompleteMultipartUpload; the
+    header is stripped here to act like it, and the HeadObject check still refuses."""
+    client = s3_server.client()
+
+    def strip(request: Any, **kwargs: Any) -> None:
+        if "If-None-Match" in request.headers:
+            del request.headers["If-None-Match"]
+
+    client.meta.events.register_first("before-sign.s3.CompleteMultipartUpload", strip)
+    ss.store_from_reader(b"existing", sink(s3_client, s3_bucket))
+    with pytest.raises(ss.DestinationExistsError):
+        ss.store_from_reader(data_of(2 * PART + 1), sink(client, s3_bucket, overwrite=False))
+    assert body(s3_client, s3_bucket, "obj") == b"existing"
+    assert_clean(s3_client, s3_bucket, ["obj"])
