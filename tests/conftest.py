@@ -5,6 +5,9 @@ from pathlib import Path
 
 import pytest
 
+# The S3 server fixtures (tests/s3server.py): s3_server, s3_client, s3_bucket.
+from s3server import s3_bucket, s3_client, s3_server  # noqa: F401
+
 
 def listing(directory: Path) -> dict[str, bytes]:
     """Name -> content of every regular file in ``directory`` (not recursive)."""

@@ -8,6 +8,7 @@ mapped to the exit codes in :data:`EXIT_CODES`.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import re
@@ -257,7 +258,36 @@ def _describe(exc: BaseException) -> tuple[int, str]:
     raise exc
 
 
-def _store_arg(root: str, *, create: bool, durable: bool = True) -> ContentStore:
+def _s3_client(endpoint_url: str | None) -> Any:
+    """A boto3 S3 client: ``--endpoint-url``, or boto3's own configuration
+    (``AWS_*`` environment variables, ``~/.aws``)."""
+    try:
+        boto3 = importlib.import_module("boto3")
+    except ImportError:
+        raise _Failure(EXIT_USAGE, "s3:// locations need boto3: "
+                       "pip install 'streamstore[s3]'") from None
+    try:
+        return boto3.client("s3", endpoint_url=endpoint_url)
+    except Exception as exc:  # botocore's configuration errors (bad URL, no region, ...)
+        raise _Failure(EXIT_USAGE, f"cannot make an S3 client: {exc}") from None
+
+
+def _split_s3(url: str) -> tuple[str, str]:
+    """``s3://bucket/rest`` -> (bucket, rest)."""
+    bucket, _, rest = url[len("s3://"):].partition("/")
+    if not bucket:
+        raise _Failure(EXIT_USAGE, f"{url}: no bucket (use s3://BUCKET[/PREFIX])")
+    return bucket, rest
+
+
+def _store_arg(root: str, *, create: bool, durable: bool = True,
+               endpoint_url: str | None = None) -> ContentStore:
+    """The content store named by ``root``: a directory, or ``s3://bucket[/prefix]``."""
+    if root.startswith("s3://"):
+        from .s3 import S3Backend
+
+        bucket, prefix = _split_s3(root)
+        return ContentStore(S3Backend(_s3_client(endpoint_url), bucket, prefix))
     if not create and not (Path(root) / "objects").is_dir():
         raise _Failure(EXIT_NOT_FOUND,
                        f"{root}: not a content store (no objects/ directory)")
@@ -317,7 +347,8 @@ def cmd_put(args: argparse.Namespace) -> int:
                        f"{len(inputs)} inputs")
     if inputs.count("-") > 1:
         raise _Failure(EXIT_USAGE, "'-' (stdin) can be given only once")
-    store = _store_arg(args.store, create=True, durable=not args.no_fsync)
+    store = _store_arg(args.store, create=True, durable=not args.no_fsync,
+                       endpoint_url=args.endpoint_url)
     metadata = dict(args.meta) if args.meta else None
     limit = _limit(args)
     status = EXIT_OK
@@ -337,11 +368,27 @@ def cmd_put(args: argparse.Namespace) -> int:
     return status
 
 
+def _dest_arg(dest: str, *, endpoint_url: str | None) -> Any:
+    """The destination named by ``dest``: a path, or an S3Sink for ``s3://bucket/key``."""
+    if not dest.startswith("s3://"):
+        return dest
+    from .s3 import S3Sink
+
+    bucket, key = _split_s3(dest)
+    if not key:
+        raise _Failure(EXIT_USAGE, f"{dest}: no key (use s3://BUCKET/KEY)")
+    return S3Sink(_s3_client(endpoint_url), bucket, key)
+
+
 def cmd_store(args: argparse.Namespace) -> int:
     dest = args.dest
     limit = _limit(args)
+    sink = _dest_arg(dest, endpoint_url=args.endpoint_url)
 
     def run(stream: BinaryIO, bar: ProgressBar | None) -> Any:
+        if sink is not dest:  # an S3Sink: no file options
+            return store_from_reader(stream, sink, expected_sha256=args.sha256, limit=limit,
+                                     progress=_progress_arg(bar))
         return store_from_reader(stream, dest, expected_sha256=args.sha256, limit=limit,
                                  progress=_progress_arg(bar), durable=not args.no_fsync)
 
@@ -358,7 +405,7 @@ def _object_failure(digest: str, exc: BaseException) -> _Failure:
 
 
 def cmd_cat(args: argparse.Namespace) -> int:
-    store = _store_arg(args.store, create=False)
+    store = _store_arg(args.store, create=False, endpoint_url=args.endpoint_url)
     try:
         f = store.open(args.digest)
     except (StreamStoreError, OSError) as exc:
@@ -377,19 +424,22 @@ def cmd_cat(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    store = _store_arg(args.store, create=False)
+    store = _store_arg(args.store, create=False, endpoint_url=args.endpoint_url)
     try:
         info = store.info(args.digest)
     except (StreamStoreError, OSError) as exc:
         raise _object_failure(args.digest, exc) from None
-    doc = {"sha256": info.sha256, "size": info.size, "path": str(info.path),
-           "metadata": info.metadata}
+    doc: dict[str, Any] = {"sha256": info.sha256, "size": info.size,
+                           "path": None if info.path is None else str(info.path),
+                           "metadata": info.metadata}
+    if info.path is None:
+        doc["location"] = info.location
     print(json.dumps(doc, indent=2, ensure_ascii=False, sort_keys=False))
     return EXIT_OK
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    store = _store_arg(args.store, create=False)
+    store = _store_arg(args.store, create=False, endpoint_url=args.endpoint_url)
     out = sys.stdout
     for digest in sorted(store):
         try:
@@ -402,7 +452,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
-    store = _store_arg(args.store, create=False)
+    store = _store_arg(args.store, create=False, endpoint_url=args.endpoint_url)
     status = EXIT_OK
     for digest in args.digests:
         try:
@@ -419,7 +469,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    store = _store_arg(args.store, create=False)
+    store = _store_arg(args.store, create=False, endpoint_url=args.endpoint_url)
     corrupt: list[str] = []
     try:
         if args.digests:
@@ -440,13 +490,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    store = _store_arg(args.store, create=False)
+    store = _store_arg(args.store, create=False, endpoint_url=args.endpoint_url)
     try:
         removed = store.sweep(older_than=args.older_than)
     except (StreamStoreError, OSError) as exc:
         code, reason = _describe(exc)
         raise _Failure(code, f"{args.store}: {reason}") from None
-    print(f"removed {removed} orphaned temp file(s)")
+    if store.root is None:
+        print(f"removed {removed} stale upload(s) or staging object(s)")
+    else:
+        print(f"removed {removed} orphaned temp file(s)")
     return EXIT_OK
 
 
@@ -466,6 +519,10 @@ def _epilog() -> str:
         "sizes: plain bytes, or K/M/G/T (also KiB/MiB/...: powers of 1024) or",
         "       KB/MB/GB/TB (powers of 1000), e.g. 10M, 1.5GiB, 500KB.",
         "durations: seconds, or a number with s/m/h/d, e.g. 90s, 30m, 1h.",
+        "",
+        "STORE may be s3://BUCKET[/PREFIX] and DEST s3://BUCKET/KEY (needs",
+        "streamstore[s3]); credentials and region come from the usual AWS_*",
+        "environment variables or ~/.aws, the endpoint from --endpoint-url.",
     ]
     return "\n".join(lines)
 
@@ -506,7 +563,7 @@ def _build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
                        "'<sha256>  <size>  <name>' per input, like sha256sum.  Shows a "
                        "progress bar on stderr when it is a terminal and the input is large.",
                        epilog=_epilog(), formatter_class=formatter)
-    p.add_argument("store", metavar="STORE")
+    p.add_argument("store", metavar="STORE", help="a directory, or s3://BUCKET[/PREFIX]")
     p.add_argument("inputs", nargs="*", metavar="FILE|-")
     common(p, limits=True)
     p.add_argument("--meta", action="append", type=_argtype(_meta_item, "KEY=VALUE"),
@@ -556,9 +613,13 @@ def _build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
                        "only if every check passes.  Prints '<sha256>  <size>  <DEST>'.",
                        epilog=_epilog(), formatter_class=formatter)
     p.add_argument("input", metavar="FILE|-")
-    p.add_argument("dest", metavar="DEST")
+    p.add_argument("dest", metavar="DEST", help="a path, or s3://BUCKET/KEY")
     common(p, limits=True)
     p.set_defaults(func=cmd_store)
+    for command in sub.choices.values():
+        command.add_argument("--endpoint-url", metavar="URL",
+                             help="S3 endpoint for s3:// locations (default: boto3's "
+                             "configuration, e.g. AWS_ENDPOINT_URL)")
     return parser, dict(sub.choices)
 
 
