@@ -309,7 +309,9 @@ class _DecryptingRaw(io.RawIOBase):
             return 0
         got = 0
         plain = self._plain
-        while got < want and pos < end:
+        # Whole segments while the buffer has room for one: a small read
+        # fetches one segment, a large one many.
+        while got < want and pos < end and (got == 0 or want - got >= SEGMENT_SIZE):
             index = pos // SEGMENT_SIZE
             try:
                 self._load(index)
