@@ -396,3 +396,54 @@ def test_empty_reads(tmp_path: Path) -> None:
     with open_decrypted(empty, RING) as reader:
         assert reader.size == 0 and reader.read() == b"" and reader.read(5) == b""
         assert reader.seek(0, os.SEEK_END) == 0
+
+
+# -- constant memory ----------------------------------------------------------------------
+
+MiB = 1024 * 1024
+
+
+class Pattern:
+    """A readinto() source of ``size`` bytes that allocates nothing per call."""
+
+    def __init__(self, size: int) -> None:
+        self.left = size
+        self.block = memoryview(bytes(range(256)) * 512)
+
+    def readinto(self, buffer: memoryview) -> int:
+        n = min(len(buffer), self.left, len(self.block))
+        buffer[:n] = self.block[:n]
+        self.left -= n
+        return n
+
+
+def heap_peaks(size: int, path: Path) -> tuple[int, int]:
+    """Peak Python heap while encrypting ``size`` bytes to ``path``, then while
+    decrypting them back (1 MiB reads)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        store_from_reader(Pattern(size), EncryptedSink(FileSink(path, durable=False), RING))
+        _, write_peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        buffer = memoryview(bytearray(MiB))
+        total = 0
+        with open_decrypted(path, RING) as reader:
+            while n := reader.readinto(buffer):
+                total += n
+        _, read_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert total == size
+    path.unlink()
+    return write_peak, read_peak
+
+
+def test_encrypting_and_decrypting_keep_the_heap_flat(tmp_path: Path) -> None:
+    small = heap_peaks(4 * MiB, tmp_path / "small")
+    large = heap_peaks(64 * MiB, tmp_path / "large")
+    for before, after in zip(small, large):
+        assert after < 2 * MiB, f"peak heap {after} bytes for 64 MiB"
+        assert after <= before + 64 * 1024, f"heap grew with size: {before} -> {after}"
