@@ -444,6 +444,6 @@ def heap_peaks(size: int, path: Path) -> tuple[int, int]:
 def test_encrypting_and_decrypting_keep_the_heap_flat(tmp_path: Path) -> None:
     small = heap_peaks(4 * MiB, tmp_path / "small")
     large = heap_peaks(64 * MiB, tmp_path / "large")
-    for before, after in zip(small, large):
+    for before, after in zip(small, large, strict=True):
         assert after < 2 * MiB, f"peak heap {after} bytes for 64 MiB"
         assert after <= before + 64 * 1024, f"heap grew with size: {before} -> {after}"

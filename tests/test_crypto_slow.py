@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 from streamstore import ContentStore
 from streamstore._crypto import SEGMENT_SIZE
 from streamstore.crypto import Keyring, generate_key
-
 from test_crypto_io import MiB, Pattern, heap_peaks
 
 RING = Keyring({"slow": generate_key()})
@@ -25,7 +24,7 @@ RING = Keyring({"slow": generate_key()})
 def test_one_gib_encrypted_and_decrypted_with_a_flat_heap(tmp_path: Path) -> None:
     small = heap_peaks(16 * MiB, tmp_path / "small")
     large = heap_peaks(1024 * MiB, tmp_path / "large")
-    for before, after in zip(small, large):
+    for before, after in zip(small, large, strict=True):
         assert after < 2 * MiB, f"peak heap {after} bytes for 1 GiB"
         assert after <= before + 64 * 1024, f"heap grew with size: {before} -> {after}"
 

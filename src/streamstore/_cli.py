@@ -18,9 +18,10 @@ import time
 from collections.abc import Callable, Sequence
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, BinaryIO, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, TextIO
 
 from ._errors import (
+    DecryptionError,
     DiskFullError,
     HashMismatchError,
     InvalidDigestError,
@@ -33,9 +34,13 @@ from ._errors import (
     StreamStoreError,
 )
 from ._hooks import ProgressHook
+from ._pending import FileSink
 from ._store import ContentStore, check_digest
 from ._sync import store_from_reader
-from ._types import Progress, SizeLimit, StoreResult
+from ._types import Progress, Sink, SizeLimit, StoreResult
+
+if TYPE_CHECKING:
+    from .crypto import Keyring
 
 __all__ = ["EXIT_CODES", "main", "parse_duration", "parse_size"]
 
@@ -49,6 +54,7 @@ EXIT_DISK_FULL = 6
 EXIT_PERMISSION = 7
 EXIT_SOURCE = 8
 EXIT_STORAGE = 9
+EXIT_DECRYPT = 10
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES = {
@@ -62,6 +68,8 @@ EXIT_CODES = {
     EXIT_PERMISSION: "permission denied or read-only filesystem (on the store side)",
     EXIT_SOURCE: "the input could not be opened or read",
     EXIT_STORAGE: "any other storage error",
+    EXIT_DECRYPT: "cannot decrypt: the key file lacks the object's key or holds another, "
+                  "or an encrypted object failed authentication",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
 }
 
@@ -234,6 +242,8 @@ def _open_input(name: str) -> tuple[BinaryIO, int | None, bool]:
 
 def _describe(exc: BaseException) -> tuple[int, str]:
     """Exit code and one-line reason for an error from the library."""
+    if isinstance(exc, DecryptionError):
+        return EXIT_DECRYPT, str(exc)
     if isinstance(exc, HashMismatchError):
         return EXIT_HASH_MISMATCH, f"SHA-256 mismatch: expected {exc.expected}, got {exc.actual}"
     if isinstance(exc, (PartialWriteError, SizeLimitError)):
@@ -257,12 +267,34 @@ def _describe(exc: BaseException) -> tuple[int, str]:
     raise exc
 
 
-def _store_arg(root: str, *, create: bool, durable: bool = True) -> ContentStore:
+KEY_FILE_ENV = "STREAMSTORE_KEY_FILE"
+
+
+def _keyring(args: argparse.Namespace) -> Keyring | None:
+    """The keyring of ``--key-file``, else of ``$STREAMSTORE_KEY_FILE``; None if neither."""
+    path = getattr(args, "key_file", None) or os.environ.get(KEY_FILE_ENV)
+    if not path:
+        return None
+    try:
+        from .crypto import Keyring
+    except ImportError as exc:
+        raise _Failure(EXIT_USAGE, f"--key-file: {exc}") from None
+    try:
+        return Keyring.from_file(path)
+    except OSError as exc:
+        raise _Failure(EXIT_USAGE, f"cannot read the key file {path}: "
+                       f"{exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise _Failure(EXIT_USAGE, str(exc)) from None
+
+
+def _store_arg(root: str, *, create: bool, durable: bool = True,
+               keyring: Keyring | None = None) -> ContentStore:
     if not create and not (Path(root) / "objects").is_dir():
         raise _Failure(EXIT_NOT_FOUND,
                        f"{root}: not a content store (no objects/ directory)")
     try:
-        return ContentStore(root, durable=durable)
+        return ContentStore(root, durable=durable, encryption=keyring)
     except (StorageError, ValueError) as exc:
         code, reason = _describe(exc)
         raise _Failure(code, f"{root}: cannot open the store: {reason}") from None
@@ -317,7 +349,8 @@ def cmd_put(args: argparse.Namespace) -> int:
                        f"{len(inputs)} inputs")
     if inputs.count("-") > 1:
         raise _Failure(EXIT_USAGE, "'-' (stdin) can be given only once")
-    store = _store_arg(args.store, create=True, durable=not args.no_fsync)
+    store = _store_arg(args.store, create=True, durable=not args.no_fsync,
+                       keyring=_keyring(args))
     metadata = dict(args.meta) if args.meta else None
     limit = _limit(args)
     status = EXIT_OK
@@ -340,10 +373,17 @@ def cmd_put(args: argparse.Namespace) -> int:
 def cmd_store(args: argparse.Namespace) -> int:
     dest = args.dest
     limit = _limit(args)
+    keyring = _keyring(args)
 
     def run(stream: BinaryIO, bar: ProgressBar | None) -> Any:
-        return store_from_reader(stream, dest, expected_sha256=args.sha256, limit=limit,
-                                 progress=_progress_arg(bar), durable=not args.no_fsync)
+        if keyring is None:
+            return store_from_reader(stream, dest, expected_sha256=args.sha256, limit=limit,
+                                     progress=_progress_arg(bar), durable=not args.no_fsync)
+        from .crypto import EncryptedSink
+
+        sink: Sink = EncryptedSink(FileSink(dest, durable=not args.no_fsync), keyring)
+        return store_from_reader(stream, sink, expected_sha256=args.sha256, limit=limit,
+                                 progress=_progress_arg(bar))
 
     result = _ingest(args.input, f"{dest} was not changed", run)
     print(f"{result.sha256}  {result.size}  {dest}", flush=True)
@@ -357,12 +397,8 @@ def _object_failure(digest: str, exc: BaseException) -> _Failure:
     return _Failure(code, f"{digest}: {reason}")
 
 
-def cmd_cat(args: argparse.Namespace) -> int:
-    store = _store_arg(args.store, create=False)
-    try:
-        f = store.open(args.digest)
-    except (StreamStoreError, OSError) as exc:
-        raise _object_failure(args.digest, exc) from None
+def _copy_out(f: BinaryIO, what: str) -> int:
+    """Copy ``f`` to stdout; a read error is a failure naming ``what``."""
     out = sys.stdout.buffer
     with f:
         try:
@@ -373,11 +409,48 @@ def cmd_cat(args: argparse.Namespace) -> int:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             os.close(devnull)
+        except (StreamStoreError, OSError) as exc:
+            out.flush()
+            raise _object_failure(what, exc) from None
+    return EXIT_OK
+
+
+def cmd_cat(args: argparse.Namespace) -> int:
+    store = _store_arg(args.store, create=False, keyring=_keyring(args))
+    try:
+        f = store.open(args.digest)
+    except (StreamStoreError, OSError) as exc:
+        raise _object_failure(args.digest, exc) from None
+    return _copy_out(f, args.digest)
+
+
+def cmd_decrypt(args: argparse.Namespace) -> int:
+    keyring = _keyring(args)
+    if keyring is None:
+        raise _Failure(EXIT_USAGE, f"decrypt needs --key-file (or ${KEY_FILE_ENV})")
+    from .crypto import open_decrypted
+
+    try:
+        f = open_decrypted(args.file, keyring)
+    except (StreamStoreError, OSError) as exc:
+        code, reason = _describe(exc)
+        raise _Failure(code, reason) from None
+    return _copy_out(f, args.file)
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from ._crypto import key_line
+    from .crypto import generate_key
+
+    try:
+        print(key_line(args.key_id, generate_key()))
+    except ValueError as exc:
+        raise _Failure(EXIT_USAGE, f"invalid key id {args.key_id!r}: {exc}") from None
     return EXIT_OK
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    store = _store_arg(args.store, create=False)
+    store = _store_arg(args.store, create=False, keyring=_keyring(args))
     try:
         info = store.info(args.digest)
     except (StreamStoreError, OSError) as exc:
@@ -389,13 +462,15 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    store = _store_arg(args.store, create=False)
+    store = _store_arg(args.store, create=False, keyring=_keyring(args))
     out = sys.stdout
     for digest in sorted(store):
         try:
             size = store.info(digest).size
         except ObjectNotFoundError:
             continue  # deleted meanwhile
+        except (StreamStoreError, OSError) as exc:
+            raise _object_failure(digest, exc) from None
         out.write(f"{digest}  {size}\n")
     out.flush()
     return EXIT_OK
@@ -419,7 +494,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    store = _store_arg(args.store, create=False)
+    store = _store_arg(args.store, create=False, keyring=_keyring(args))
     corrupt: list[str] = []
     try:
         if args.digests:
@@ -489,6 +564,10 @@ def _build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
     size = _argtype(parse_size, "size")
     digest = _argtype(check_digest, "digest")
 
+    def key_file(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--key-file", metavar="FILE",
+                       help=f"encryption keys (streamstore.crypto); default ${KEY_FILE_ENV}")
+
     def common(p: argparse.ArgumentParser, *, limits: bool) -> None:
         p.add_argument("--sha256", type=digest, metavar="HEX",
                        help="expected SHA-256; a different input is rejected (exit 4)")
@@ -511,23 +590,27 @@ def _build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
     common(p, limits=True)
     p.add_argument("--meta", action="append", type=_argtype(_meta_item, "KEY=VALUE"),
                    metavar="KEY=VALUE", help="metadata to store beside the object (repeatable)")
+    key_file(p)
     p.set_defaults(func=cmd_put)
 
     p = sub.add_parser("cat", help="write an object to stdout",
                        epilog=_epilog(), formatter_class=formatter)
     p.add_argument("store", metavar="STORE")
     p.add_argument("digest", metavar="DIGEST")
+    key_file(p)
     p.set_defaults(func=cmd_cat)
 
     p = sub.add_parser("info", help="print an object's info as JSON",
                        epilog=_epilog(), formatter_class=formatter)
     p.add_argument("store", metavar="STORE")
     p.add_argument("digest", metavar="DIGEST")
+    key_file(p)
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("ls", help="list objects: '<sha256>  <size>' per line",
                        epilog=_epilog(), formatter_class=formatter)
     p.add_argument("store", metavar="STORE")
+    key_file(p)
     p.set_defaults(func=cmd_ls)
 
     p = sub.add_parser("rm", help="delete objects", epilog=_epilog(), formatter_class=formatter)
@@ -541,6 +624,7 @@ def _build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
                        epilog=_epilog(), formatter_class=formatter)
     p.add_argument("store", metavar="STORE")
     p.add_argument("digests", nargs="*", metavar="DIGEST")
+    key_file(p)
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("sweep", help="remove orphaned temp files of dead writers",
@@ -558,7 +642,23 @@ def _build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
     p.add_argument("input", metavar="FILE|-")
     p.add_argument("dest", metavar="DEST")
     common(p, limits=True)
+    key_file(p)
     p.set_defaults(func=cmd_store)
+
+    p = sub.add_parser("decrypt", help="write the plaintext of an encrypted FILE to stdout",
+                       description="Decrypt FILE (written by 'store --key-file') to stdout, "
+                       "authenticating every segment.",
+                       epilog=_epilog(), formatter_class=formatter)
+    p.add_argument("file", metavar="FILE")
+    key_file(p)
+    p.set_defaults(func=cmd_decrypt)
+
+    p = sub.add_parser("keygen", help="print a new key-file line 'KEY_ID KEY'",
+                       description="Print a new random 32-byte key as a key-file line; "
+                       "append it to a key file to make it the active key.",
+                       epilog=_epilog(), formatter_class=formatter)
+    p.add_argument("key_id", metavar="KEY_ID")
+    p.set_defaults(func=cmd_keygen)
     return parser, dict(sub.choices)
 
 
