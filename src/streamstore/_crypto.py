@@ -35,6 +35,7 @@ __all__ = [
     "CHACHA20_POLY1305",
     "KEY_FILE_ENV",
     "MAGIC",
+    "MAX_HEADER",
     "NONCE_STRUCT",
     "SEGMENT_SIZE",
     "TAG_SIZE",
@@ -71,6 +72,7 @@ CIPHER_SEGMENT = SEGMENT_SIZE + TAG_SIZE
 MAX_SEGMENTS = 2**32
 FIXED_HEADER = len(MAGIC) + 3  # magic, version, algorithm, key id length
 _FIXED_TAIL = SALT_SIZE + NONCE_PREFIX_SIZE + CHECK_SIZE
+MAX_HEADER = FIXED_HEADER + MAX_KEY_ID + _FIXED_TAIL
 _KEY_INFO = b"streamstore-aead-v1 key"
 _CHECK_INFO = b"streamstore-aead-v1 check"
 NONCE_STRUCT = struct.Struct(">7sIB")

@@ -13,7 +13,7 @@ from cryptography.exceptions import InvalidTag
 
 from ._core import check_sink
 from ._crypto import (
-    FIXED_HEADER,
+    MAX_HEADER,
     NONCE_STRUCT,
     SEGMENT_SIZE,
     TAG_SIZE,
@@ -22,7 +22,6 @@ from ._crypto import (
     Layout,
     SegmentEncryptor,
     ciphertext_size,
-    header_size,
     parse_header,
     show_key_id,
 )
@@ -208,11 +207,10 @@ class _DecryptingRaw(io.RawIOBase):
         super().__init__()
         self._source = source
         name = self.name = source.name
-        prefix = source.read_at(0, FIXED_HEADER)
-        raw_header = source.read_at(0, header_size(prefix, name))
-        self.header = parse_header(raw_header, name)
+        start = source.read_at(0, MAX_HEADER)  # one request for any header
+        self.header = parse_header(start, name)
         self._aead: Aead = keyring._open(self.header, name)
-        self._layout = Layout(len(raw_header), source.size(), name)
+        self._layout = Layout(len(self.header.raw), source.size(), name)
         self._open_into: Callable[[bytes, bytes, bytes, Any], int] | None = getattr(
             self._aead, "decrypt_into", None)
         self._aad = self.header.raw
