@@ -340,19 +340,24 @@ def test_sink_misuse(tmp_path: Path) -> None:
 
 def test_a_sink_without_start_or_prepare(tmp_path: Path) -> None:
     got = bytearray()
+    told: list[StoreResult] = []
 
     class Minimal:
         def write(self, chunk: memoryview) -> None:
             got.extend(chunk)
 
         def commit(self, result: StoreResult) -> StoreResult:
+            told.append(result)
             return result
 
         def abort(self) -> None:
             pass
 
     result = store_from_reader(b"minimal", EncryptedSink(Minimal(), RING))  # type: ignore[arg-type]
-    assert result.size == 7
+    assert result.size == 7 and result.sha256 == hashlib.sha256(b"minimal").hexdigest()
+    # The inner sink is told the size of what it received, and the plaintext's name.
+    assert told == [StoreResult(None, len(got), result.sha256)]
+    assert len(got) == ciphertext_size(7, 2)
     with open_decrypted(io.BytesIO(bytes(got)), RING) as reader:
         assert reader.read() == b"minimal"
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+from dataclasses import replace
 from collections.abc import Callable
 from typing import Any, BinaryIO, cast
 
@@ -45,7 +46,10 @@ class EncryptedSink:
     (the last one held back until the end of the stream), and the final
     segment in ``prepare``.  ``inner.start`` is told the ciphertext size
     when the plaintext size is declared.  ``prepare``, ``commit``, ``abort``
-    and ``committed`` go to ``inner``, with the plaintext's result.
+    and ``committed`` go to ``inner``; the result ``inner`` is given has the
+    ``size`` of the ciphertext it received and the plaintext's ``sha256``
+    (the name a content-addressed sink files it under), and the results
+    handed back have the plaintext's size again.
     """
 
     def __init__(self, inner: Sink, keyring: Keyring) -> None:
@@ -56,6 +60,7 @@ class EncryptedSink:
                             f"got {type(keyring).__name__}")
         self.keyring = keyring
         self._enc: SegmentEncryptor | None = None
+        self._size = 0  # the plaintext size, once prepared
         self._update: Callable[[memoryview], None] = self._not_started
 
     def __repr__(self) -> str:
@@ -74,7 +79,14 @@ class EncryptedSink:
     def committed(self) -> StoreResult | None:
         """The inner sink's ``committed`` (see :class:`~streamstore.Sink`)."""
         committed = getattr(self.inner, "committed", None)
-        return committed if isinstance(committed, StoreResult) else None
+        return self._plain(committed) if isinstance(committed, StoreResult) else None
+
+    def _cipher(self, result: StoreResult) -> StoreResult:
+        self._size = result.size
+        return replace(result, size=self.ciphertext_size)
+
+    def _plain(self, result: StoreResult) -> StoreResult:
+        return replace(result, size=self._size)
 
     def start(self, expected_size: int | None = None) -> None:
         """Start the inner sink (told the ciphertext size) and write the header."""
@@ -99,11 +111,13 @@ class EncryptedSink:
         self._update = self._not_started
         self._enc.finish()
         prepare = getattr(self.inner, "prepare", None)
-        return result if prepare is None else cast(StoreResult, prepare(result))
+        if prepare is None:
+            return result
+        return self._plain(cast(StoreResult, prepare(self._cipher(result))))
 
     def commit(self, result: StoreResult) -> StoreResult:
         """The inner sink's ``commit``."""
-        return self.inner.commit(result)
+        return self._plain(self.inner.commit(self._cipher(result)))
 
     def abort(self) -> None:
         """The inner sink's ``abort``."""
