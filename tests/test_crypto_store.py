@@ -313,3 +313,25 @@ def test_reading_a_store_object_with_open_decrypted(store: ContentStore) -> None
     info = store.put(b"readable elsewhere")
     with open_decrypted(store.path(info.sha256), RING) as f:
         assert f.read() == b"readable elsewhere"
+
+
+@pytest.mark.parametrize("damage", ["cut-inside", "cut-at-boundary", "append-5", "append-16",
+                                    "append-segment"])
+def test_verify_lists_truncated_and_extended_objects(store: ContentStore, damage: str) -> None:
+    good = store.put(b"fine")
+    info = store.put(noise(3 * SEGMENT_SIZE, 6))
+    assert info.path is not None
+    os.chmod(info.path, 0o644)
+    blob = info.path.read_bytes()
+    changed = {
+        "cut-inside": blob[:-100],
+        "cut-at-boundary": blob[: -(SEGMENT_SIZE + 16)],
+        "append-5": blob + b"12345",
+        "append-16": blob + bytes(16),
+        "append-segment": blob + blob[-(SEGMENT_SIZE + 16) :],
+    }[damage]
+    info.path.write_bytes(changed)
+    assert store.verify() == [info.sha256]
+    assert store.verify(good.sha256) == []
+    with store.open(info.sha256) as f, pytest.raises(DecryptionError):
+        f.read()

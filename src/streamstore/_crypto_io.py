@@ -6,8 +6,8 @@ from __future__ import annotations
 import io
 import os
 import stat
-from dataclasses import replace
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, BinaryIO, cast
 
 from cryptography.exceptions import InvalidTag
@@ -224,7 +224,15 @@ class _DecryptingRaw(io.RawIOBase):
         start = source.read_at(0, MAX_HEADER)  # one request for any header
         self.header = parse_header(start, name)
         self._aead: Aead = keyring._open(self.header, name)
-        self._layout = Layout(len(self.header.raw), source.size(), name)
+        # A size no writer produces (truncated inside a segment, bytes appended)
+        # is reported by the first read: like a bad segment, it is damage, and
+        # a caller can tell it from a key that does not fit, raised here.
+        self._valid: Layout | None = None
+        self._broken = ""
+        try:
+            self._valid = Layout(len(self.header.raw), source.size(), name)
+        except DecryptionError as exc:
+            self._broken = str(exc)
         self._open_into: Callable[[bytes, bytes, bytes, Any], int] | None = getattr(
             self._aead, "decrypt_into", None)
         self._aad = self.header.raw
@@ -236,6 +244,12 @@ class _DecryptingRaw(io.RawIOBase):
         self._pos = 0
 
     # -- the segments -------------------------------------------------------------
+
+    @property
+    def _layout(self) -> Layout:
+        if self._valid is None:
+            raise DecryptionError(self._broken)
+        return self._valid
 
     def _load(self, index: int) -> None:
         """Decrypt and authenticate segment ``index`` into the buffer."""
@@ -273,7 +287,8 @@ class _DecryptingRaw(io.RawIOBase):
     @property
     def size(self) -> int:
         """The plaintext size, from the object's size (authenticated by the
-        final segment when a read reaches the end or a seek is relative to it)."""
+        final segment when a read reaches the end or a seek is relative to it);
+        DecryptionError if no complete object has that size."""
         return self._layout.size
 
     # -- io.RawIOBase ---------------------------------------------------------------
@@ -416,9 +431,11 @@ def open_decrypted(source: StrPath | BinaryIO, keyring: Keyring, *,
     ``os.pread``; any other seekable file with ``seek`` and ``read`` (a
     ranged reader over object storage, say), one segment per request.  The
     header is read and the key checked at once: :class:`~streamstore.DecryptionError`
-    if it is not an encrypted object, the keyring has no key of its id or
-    holds a different key under that id, or its size cannot be that of a
-    complete object.  ``name`` is what error messages call it.
+    if it is not an encrypted object, or the keyring has no key of its id or
+    holds a different key under that id.  Damage to the rest (a segment that
+    fails authentication, a size no complete object has) raises
+    :class:`~streamstore.DecryptionError` from the read that meets it (or
+    from ``size``).  ``name`` is what error messages call it.
     """
     if not isinstance(keyring, Keyring):
         raise TypeError(f"keyring must be a streamstore.crypto.Keyring, "
