@@ -452,3 +452,19 @@ def test_encrypting_and_decrypting_keep_the_heap_flat(tmp_path: Path) -> None:
     for before, after in zip(small, large, strict=True):
         assert after < 2 * MiB, f"peak heap {after} bytes for 64 MiB"
         assert after <= before + 64 * 1024, f"heap grew with size: {before} -> {after}"
+
+
+@pytest.mark.parametrize("at", ["write", "fsync", "rename"])
+def test_storage_faults_under_an_encrypted_sink(tmp_path: Path, at: str) -> None:
+    from streamstore import DiskFullError
+    from streamstore.testing import fail_storage
+
+    path = tmp_path / "obj"
+    path.write_bytes(b"old")
+    plain = noise(3 * S)
+    with fail_storage(tmp_path, at=at, after_bytes=S) as fault:  # type: ignore[arg-type]
+        with pytest.raises(DiskFullError):
+            store_from_reader(plain, EncryptedSink(FileSink(path), RING))
+    assert fault.triggered == 1
+    assert path.read_bytes() == b"old"
+    assert not [n for n in os.listdir(tmp_path) if is_temp_name(n)]

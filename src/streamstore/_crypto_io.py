@@ -60,6 +60,7 @@ class EncryptedSink:
                             f"got {type(keyring).__name__}")
         self.keyring = keyring
         self._enc: SegmentEncryptor | None = None
+        self._started = False
         self._size = 0  # the plaintext size, once prepared
         self._update: Callable[[memoryview], None] = self._not_started
 
@@ -90,13 +91,15 @@ class EncryptedSink:
 
     def start(self, expected_size: int | None = None) -> None:
         """Start the inner sink (told the ciphertext size) and write the header."""
-        if self._enc is not None:
+        if self._started:
             raise RuntimeError("EncryptedSink is single-use: start() was called")
+        self._started = True
         key_id, key, algorithm = self.keyring._for_writing()
-        enc = self._enc = SegmentEncryptor(key, key_id, algorithm, self.inner.write)
         start = getattr(self.inner, "start", None)
         if start is not None:
             start(None if expected_size is None else ciphertext_size(expected_size, len(key_id)))
+        # inner.write is bound after inner.start, which may replace it (a test seam does).
+        enc = self._enc = SegmentEncryptor(key, key_id, algorithm, self.inner.write)
         enc.begin()
         self._update = enc.update
 
