@@ -334,3 +334,29 @@ def test_public_names_are_documented_and_the_core_does_not_import_crypto() -> No
             "assert 'cryptography' not in sys.modules, 'cryptography imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
     assert streamstore.DecryptionError is DecryptionError
+
+
+def test_the_paths_for_cryptography_without_encrypt_into_and_decrypt_into() -> None:
+    """Older cryptography releases lack the ``*_into`` methods: the fallbacks
+    produce and accept the same bytes."""
+    data = pattern(2 * 65536 + 3)
+    out: list[bytes] = []
+    enc = SegmentEncryptor(VECTOR_KEY, VECTOR_KEY_ID, AES_256_GCM,
+                           lambda v: out.append(bytes(v)), salt=VECTOR_SALT,
+                           nonce_prefix=VECTOR_PREFIX)
+    enc._seal_into = None
+    enc.begin()
+    enc.update(memoryview(data))
+    enc.finish()
+    blob = b"".join(out)
+    assert blob == reference_encrypt(data, AES_256_GCM)
+    with open_decrypted(io.BytesIO(blob), Keyring({VECTOR_KEY_ID: VECTOR_KEY})) as reader:
+        reader.raw._open_into = None  # type: ignore[attr-defined]
+        assert reader.read() == data
+        tampered = bytearray(blob)
+        tampered[-1] ^= 1
+    with open_decrypted(io.BytesIO(bytes(tampered)),
+                        Keyring({VECTOR_KEY_ID: VECTOR_KEY})) as reader:
+        reader.raw._open_into = None  # type: ignore[attr-defined]
+        with pytest.raises(DecryptionError):
+            reader.read()

@@ -256,7 +256,7 @@ class SegmentEncryptor:
             out = self._out[: len(plaintext) + TAG_SIZE]
             self._seal_into(nonce, plaintext, self._aad, out)
             self._emit(out)
-        else:  # pragma: no cover - cryptography < 45 has no encrypt_into
+        else:  # older cryptography has no encrypt_into
             self._emit(memoryview(self._seal(nonce, plaintext, self._aad)))
 
     def update(self, data: memoryview) -> None:

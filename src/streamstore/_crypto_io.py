@@ -270,13 +270,13 @@ class _DecryptingRaw(io.RawIOBase):
         try:
             if self._open_into is not None:
                 self._open_into(nonce, data, self._aad, self._plain[:size])
-            else:  # pragma: no cover - cryptography < 45 has no decrypt_into
+            else:  # older cryptography has no decrypt_into
                 self._plain[:size] = self._aead.decrypt(nonce, data, self._aad)
         except InvalidTag as exc:
             what = "the final segment" if last else f"segment {index}"
             raise DecryptionError(
                 f"{self.name}: {what} (of {layout.count}) failed authentication: the object "
-                "was tampered with, truncated, extended or reordered, or the key is wrong"
+                "was damaged, tampered with, truncated, extended or reordered"
             ) from exc
         self._cached = index
         self._cached_len = size
