@@ -153,3 +153,20 @@ def test_keygen_and_help() -> None:
     assert "--key-file" in cli("put", "--help").stdout.decode()
     assert "decrypt" in cli("--help").stdout.decode()
     assert "cannot decrypt" in EXIT_CODES[EXIT_DECRYPT]
+
+
+def test_without_the_crypto_extra(tmp_path: Path, keys: Path) -> None:
+    """Without cryptography installed (simulated by blocking its import), the
+    module and the CLI say which extra to install."""
+    block = "import sys; sys.modules['cryptography'] = None; "
+    proc = subprocess.run([sys.executable, "-c", block + "import streamstore.crypto"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert "pip install 'streamstore[crypto]'" in proc.stderr
+    code = (block + "from streamstore._cli import main; "
+            f"sys.exit(main(['put', {str(tmp_path / 'store')!r}, '--key-file', {str(keys)!r}]))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, input="")
+    assert proc.returncode == 2
+    assert "streamstore[crypto]" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "store").exists()

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 try:
     import cryptography  # noqa: F401
-except ImportError as exc:  # pragma: no cover - the test extra installs it
+except ImportError as exc:
     raise ImportError(
         "streamstore.crypto needs the 'cryptography' package: "
         "pip install 'streamstore[crypto]'"
