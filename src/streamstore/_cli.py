@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import json
 import os
 import re
@@ -19,9 +20,10 @@ import time
 from collections.abc import Callable, Sequence
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, BinaryIO, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, TextIO
 
 from ._errors import (
+    DecryptionError,
     DiskFullError,
     HashMismatchError,
     InvalidDigestError,
@@ -34,9 +36,13 @@ from ._errors import (
     StreamStoreError,
 )
 from ._hooks import ProgressHook
+from ._pending import FileSink
 from ._store import ContentStore, check_digest
 from ._sync import store_from_reader
-from ._types import Progress, SizeLimit, StoreResult
+from ._types import Progress, Sink, SizeLimit
+
+if TYPE_CHECKING:
+    from .crypto import Keyring
 
 __all__ = ["EXIT_CODES", "main", "parse_duration", "parse_size"]
 
@@ -50,6 +56,8 @@ EXIT_DISK_FULL = 6
 EXIT_PERMISSION = 7
 EXIT_SOURCE = 8
 EXIT_STORAGE = 9
+EXIT_DECRYPT = 10
+EXIT_OUTPUT = 11
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES = {
@@ -63,8 +71,14 @@ EXIT_CODES = {
     EXIT_PERMISSION: "permission denied or read-only filesystem (on the store side)",
     EXIT_SOURCE: "the input could not be opened or read",
     EXIT_STORAGE: "any other storage error",
-    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+    EXIT_DECRYPT: "cannot decrypt: the key file lacks the object's key or holds another, "
+                  "or an encrypted object failed authentication",
+    EXIT_OUTPUT: "the results could not be written to stdout (closed or broken); "
+                 "every input was still processed",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C); a message says whether the last input was stored",
 }
+
+KEY_FILE_ENV = "STREAMSTORE_KEY_FILE"
 
 LARGE_INPUT = 4 * 1024 * 1024
 """Inputs at least this large (or of unknown size) get a progress bar on a TTY."""
@@ -215,6 +229,8 @@ def _progress_for(label: str, total: int | None) -> ProgressBar | None:
 def _open_input(name: str) -> tuple[BinaryIO, int | None, bool]:
     """The input stream, its size if known, and whether we must close it."""
     if name == "-":
+        if sys.stdin is None:
+            raise _Failure(EXIT_SOURCE, "cannot open input: stdin is closed")
         stream: BinaryIO = sys.stdin.buffer
         close = False
     else:
@@ -235,6 +251,8 @@ def _open_input(name: str) -> tuple[BinaryIO, int | None, bool]:
 
 def _describe(exc: BaseException) -> tuple[int, str]:
     """Exit code and one-line reason for an error from the library."""
+    if isinstance(exc, DecryptionError):
+        return EXIT_DECRYPT, str(exc)
     if isinstance(exc, HashMismatchError):
         return EXIT_HASH_MISMATCH, f"SHA-256 mismatch: expected {exc.expected}, got {exc.actual}"
     if isinstance(exc, (PartialWriteError, SizeLimitError)):
@@ -256,6 +274,9 @@ def _describe(exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, (TypeError, ValueError)):
         return EXIT_USAGE, str(exc)
     raise exc
+
+
+# -- where things are: stores, destinations, keys -------------------------------------
 
 
 def _s3_client(endpoint_url: str | None) -> Any:
@@ -280,22 +301,70 @@ def _split_s3(url: str) -> tuple[str, str]:
     return bucket, rest
 
 
-def _store_arg(root: str, *, create: bool, durable: bool = True,
-               endpoint_url: str | None = None) -> ContentStore:
-    """The content store named by ``root``: a directory, or ``s3://bucket[/prefix]``."""
+def _keyring(args: argparse.Namespace) -> Keyring | None:
+    """The keyring of ``--key-file``, else of ``$STREAMSTORE_KEY_FILE``; None if neither."""
+    path = getattr(args, "key_file", None) or os.environ.get(KEY_FILE_ENV)
+    if not path:
+        return None
+    try:
+        from .crypto import Keyring
+    except ImportError as exc:
+        raise _Failure(EXIT_USAGE, f"--key-file: {exc}") from None
+    try:
+        return Keyring.from_file(path)
+    except OSError as exc:
+        raise _Failure(EXIT_USAGE, f"cannot read the key file {path}: "
+                       f"{exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise _Failure(EXIT_USAGE, str(exc)) from None
+
+
+def _store_arg(args: argparse.Namespace, *, create: bool) -> ContentStore:
+    """The content store named by ``args.store``: a directory, or
+    ``s3://bucket[/prefix]``; encrypted with ``--key-file``.  Read commands
+    (``create=False``) create nothing."""
+    root: str = args.store
+    keyring = _keyring(args)
     if root.startswith("s3://"):
         from .s3 import S3Backend
 
         bucket, prefix = _split_s3(root)
-        return ContentStore(S3Backend(_s3_client(endpoint_url), bucket, prefix))
+        backend = S3Backend(_s3_client(args.endpoint_url), bucket, prefix)
+        return ContentStore(backend, encryption=keyring)
     if not create and not (Path(root) / "objects").is_dir():
         raise _Failure(EXIT_NOT_FOUND,
                        f"{root}: not a content store (no objects/ directory)")
     try:
-        return ContentStore(root, durable=durable)
+        return ContentStore(root, durable=not getattr(args, "no_fsync", False),
+                            create=create, encryption=keyring)
     except (StorageError, ValueError) as exc:
         code, reason = _describe(exc)
         raise _Failure(code, f"{root}: cannot open the store: {reason}") from None
+
+
+def _dest_arg(args: argparse.Namespace) -> Sink:
+    """The sink for ``args.dest``: a file, or ``s3://bucket/key``; encrypted with
+    ``--key-file``."""
+    dest: str = args.dest
+    sink: Sink
+    if dest.startswith("s3://"):
+        from .s3 import S3Sink
+
+        bucket, key = _split_s3(dest)
+        if not key:
+            raise _Failure(EXIT_USAGE, f"{dest}: no key (use s3://BUCKET/KEY)")
+        sink = S3Sink(_s3_client(args.endpoint_url), bucket, key)
+    else:
+        try:
+            sink = FileSink(dest, durable=not args.no_fsync)
+        except (TypeError, ValueError) as exc:
+            raise _Failure(EXIT_USAGE, f"{dest}: {exc}") from None
+    keyring = _keyring(args)
+    if keyring is not None:
+        from .crypto import EncryptedSink
+
+        sink = EncryptedSink(sink, keyring)
+    return sink
 
 
 def _limit(args: argparse.Namespace) -> SizeLimit | None:
@@ -307,25 +376,83 @@ def _limit(args: argparse.Namespace) -> SizeLimit | None:
         raise _Failure(EXIT_USAGE, f"--min-size/--max-size: {exc}") from None
 
 
+# -- output ---------------------------------------------------------------------------
+
+
+class _Output:
+    """stdout for result lines: names are written as the bytes they are (a
+    file name need not be valid UTF-8), and a closed or broken stdout is
+    remembered rather than fatal, so every input is still processed."""
+
+    def __init__(self) -> None:
+        stream = sys.stdout
+        self.failed: str | None = None if stream is not None else "stdout is closed"
+        self.buffer: BinaryIO | None = None if stream is None else stream.buffer
+
+    def line(self, *fields: str | bytes) -> None:
+        """Write the fields, two spaces apart, and a newline."""
+        if self.buffer is None or self.failed is not None:
+            return
+        data = b"  ".join(f if isinstance(f, bytes) else os.fsencode(f) for f in fields)
+        try:
+            self.buffer.write(data + b"\n")
+            self.buffer.flush()
+        except (OSError, ValueError) as exc:
+            self.failed = "stdout is broken" if isinstance(exc, BrokenPipeError) else (
+                f"cannot write to stdout: {getattr(exc, 'strerror', None) or exc}")
+            _silence_stdout()
+
+    def status(self, command: str, status: int) -> int:
+        """``status``, or EXIT_OUTPUT (with a message) if results were lost."""
+        if self.failed is not None and status == EXIT_OK:
+            _error(command, f"{self.failed}: the results were not printed; "
+                   "every input was processed")
+            return EXIT_OUTPUT
+        return status
+
+
+def _silence_stdout() -> None:
+    """Point fd 1 at /dev/null so that the interpreter's final flush is quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+    except OSError:
+        pass
+
+
+def _shown(name: str) -> str:
+    """``name`` for a one-line message: undecodable bytes shown as \\xNN."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
 def _ingest(
-    name: str, what: str, run: Callable[[BinaryIO, ProgressBar | None], StoreResult | Any]
+    name: str, what: str, run: Callable[[BinaryIO, ProgressBar | None], Any]
 ) -> Any:
-    """Open input ``name``, run the store with a progress bar if fitting, clean up."""
+    """Open input ``name``, run the store with a progress bar if fitting, clean
+    up.  A failure says what is on disk: ``what`` when nothing changed, or that
+    the input was stored when the error came after the commit point."""
     try:
         stream, total, close = _open_input(name)
     except _Failure as failure:
-        raise _Failure(failure.code, f"{name}: {failure}; {what}") from None
+        raise _Failure(failure.code, f"{_shown(name)}: {failure}; {what}") from None
     bar = _progress_for("stdin" if name == "-" else os.path.basename(name) or name, total)
     try:
         return run(stream, bar)
-    except KeyboardInterrupt:
-        raise _Failure(EXIT_INTERRUPTED, f"{name}: interrupted; {what}") from None
+    except KeyboardInterrupt as exc:
+        committed = getattr(exc, "committed", None)
+        if committed is not None:
+            raise _Failure(EXIT_INTERRUPTED, f"{_shown(name)}: interrupted, but it was stored "
+                           f"completely: {committed.sha256}  {committed.size}  "
+                           f"{committed.location}") from None
+        raise _Failure(EXIT_INTERRUPTED, f"{_shown(name)}: interrupted; {what}") from None
     except (StreamStoreError, OSError, TypeError, ValueError) as exc:
         code, reason = _describe(exc)
-        if (isinstance(exc, StorageError) and exc.dest is not None
-                and exc.dest.suffix == ".json" and exc.dest.parent.parent.parent.name == "objects"):
-            what = "the object was stored but its metadata was not updated"
-        raise _Failure(code, f"{name}: {reason}; {what}") from None
+        committed = getattr(exc, "committed", None)
+        if committed is not None:
+            what = (f"it was stored completely ({committed.sha256}  {committed.size}  "
+                    f"{committed.location}), but finishing failed")
+        raise _Failure(code, f"{_shown(name)}: {reason}; {what}") from None
     finally:
         if bar is not None:
             bar.close()
@@ -347,10 +474,10 @@ def cmd_put(args: argparse.Namespace) -> int:
                        f"{len(inputs)} inputs")
     if inputs.count("-") > 1:
         raise _Failure(EXIT_USAGE, "'-' (stdin) can be given only once")
-    store = _store_arg(args.store, create=True, durable=not args.no_fsync,
-                       endpoint_url=args.endpoint_url)
+    store = _store_arg(args, create=True)
     metadata = dict(args.meta) if args.meta else None
     limit = _limit(args)
+    out = _Output()
     status = EXIT_OK
     for name in inputs:
         def run(stream: BinaryIO, bar: ProgressBar | None) -> Any:
@@ -364,37 +491,22 @@ def cmd_put(args: argparse.Namespace) -> int:
                 return failure.code
             status = status or failure.code
             continue
-        print(f"{info.sha256}  {info.size}  {name}", flush=True)
-    return status
-
-
-def _dest_arg(dest: str, *, endpoint_url: str | None) -> Any:
-    """The destination named by ``dest``: a path, or an S3Sink for ``s3://bucket/key``."""
-    if not dest.startswith("s3://"):
-        return dest
-    from .s3 import S3Sink
-
-    bucket, key = _split_s3(dest)
-    if not key:
-        raise _Failure(EXIT_USAGE, f"{dest}: no key (use s3://BUCKET/KEY)")
-    return S3Sink(_s3_client(endpoint_url), bucket, key)
+        out.line(info.sha256, str(info.size), name)
+    return out.status(args.command, status)
 
 
 def cmd_store(args: argparse.Namespace) -> int:
-    dest = args.dest
+    sink = _dest_arg(args)
     limit = _limit(args)
-    sink = _dest_arg(dest, endpoint_url=args.endpoint_url)
 
     def run(stream: BinaryIO, bar: ProgressBar | None) -> Any:
-        if sink is not dest:  # an S3Sink: no file options
-            return store_from_reader(stream, sink, expected_sha256=args.sha256, limit=limit,
-                                     progress=_progress_arg(bar))
-        return store_from_reader(stream, dest, expected_sha256=args.sha256, limit=limit,
-                                 progress=_progress_arg(bar), durable=not args.no_fsync)
+        return store_from_reader(stream, sink, expected_sha256=args.sha256, limit=limit,
+                                 progress=_progress_arg(bar))
 
-    result = _ingest(args.input, f"{dest} was not changed", run)
-    print(f"{result.sha256}  {result.size}  {dest}", flush=True)
-    return EXIT_OK
+    out = _Output()
+    result = _ingest(args.input, f"{_shown(args.dest)} was not changed", run)
+    out.line(result.sha256, str(result.size), args.dest)
+    return out.status(args.command, EXIT_OK)
 
 
 def _object_failure(digest: str, exc: BaseException) -> _Failure:
@@ -404,27 +516,65 @@ def _object_failure(digest: str, exc: BaseException) -> _Failure:
     return _Failure(code, f"{digest}: {reason}")
 
 
-def cmd_cat(args: argparse.Namespace) -> int:
-    store = _store_arg(args.store, create=False, endpoint_url=args.endpoint_url)
-    try:
-        f = store.open(args.digest)
-    except (StreamStoreError, OSError) as exc:
-        raise _object_failure(args.digest, exc) from None
-    out = sys.stdout.buffer
+def _copy_out(f: BinaryIO, what: str) -> int:
+    """Copy ``f`` to stdout; a read error is a failure naming ``what``."""
     with f:
+        if sys.stdout is None:
+            raise _Failure(EXIT_OUTPUT, "stdout is closed")
+        out = sys.stdout.buffer
         try:
             shutil.copyfileobj(f, out, 1024 * 1024)
             out.flush()
         except BrokenPipeError:
             # The reader went away (e.g. `| head`): not an error of ours.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            os.close(devnull)
+            _silence_stdout()
+        except (StreamStoreError, OSError) as exc:
+            try:
+                out.flush()
+            except OSError:
+                pass
+            raise _object_failure(what, exc) from None
     return EXIT_OK
 
 
+def cmd_cat(args: argparse.Namespace) -> int:
+    store = _store_arg(args, create=False)
+    try:
+        f = store.open(args.digest)
+    except (StreamStoreError, OSError) as exc:
+        raise _object_failure(args.digest, exc) from None
+    return _copy_out(f, args.digest)
+
+
+def cmd_decrypt(args: argparse.Namespace) -> int:
+    keyring = _keyring(args)
+    if keyring is None:
+        raise _Failure(EXIT_USAGE, f"decrypt needs --key-file (or ${KEY_FILE_ENV})")
+    from .crypto import open_decrypted
+
+    try:
+        f = open_decrypted(args.file, keyring)
+    except (StreamStoreError, OSError) as exc:
+        code, reason = _describe(exc)
+        raise _Failure(code, reason) from None
+    return _copy_out(f, args.file)
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from ._crypto import key_line
+    from .crypto import generate_key
+
+    try:
+        line = key_line(args.key_id, generate_key())
+    except ValueError as exc:
+        raise _Failure(EXIT_USAGE, f"invalid key id {args.key_id!r}: {exc}") from None
+    out = _Output()
+    out.line(line)
+    return out.status(args.command, EXIT_OK)
+
+
 def cmd_info(args: argparse.Namespace) -> int:
-    store = _store_arg(args.store, create=False, endpoint_url=args.endpoint_url)
+    store = _store_arg(args, create=False)
     try:
         info = store.info(args.digest)
     except (StreamStoreError, OSError) as exc:
@@ -434,25 +584,31 @@ def cmd_info(args: argparse.Namespace) -> int:
                            "metadata": info.metadata}
     if info.path is None:
         doc["location"] = info.location
-    print(json.dumps(doc, indent=2, ensure_ascii=False, sort_keys=False))
-    return EXIT_OK
+    out = _Output()
+    out.line(json.dumps(doc, indent=2, ensure_ascii=False, sort_keys=False))
+    return out.status(args.command, EXIT_OK)
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    store = _store_arg(args.store, create=False, endpoint_url=args.endpoint_url)
-    out = sys.stdout
+    store = _store_arg(args, create=False)
+    out = _Output()
+    status = EXIT_OK
     for digest in sorted(store):
         try:
-            size = store.info(digest).size
+            size = store.size(digest)
         except ObjectNotFoundError:
             continue  # deleted meanwhile
-        out.write(f"{digest}  {size}\n")
-    out.flush()
-    return EXIT_OK
+        except (StreamStoreError, OSError) as exc:
+            failure = _object_failure(digest, exc)
+            _error(args.command, str(failure))
+            status = status or failure.code
+            continue
+        out.line(digest, str(size))
+    return out.status(args.command, status)
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
-    store = _store_arg(args.store, create=False, endpoint_url=args.endpoint_url)
+    store = _store_arg(args, create=False)
     status = EXIT_OK
     for digest in args.digests:
         try:
@@ -463,13 +619,13 @@ def cmd_rm(args: argparse.Namespace) -> int:
             status = status or failure.code
             continue
         if not removed:
-            _error(args.command, f"no such object {digest.lower()}; nothing was removed")
+            _error(args.command, f"no such object {digest.lower()}")
             status = status or EXIT_NOT_FOUND
     return status
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    store = _store_arg(args.store, create=False, endpoint_url=args.endpoint_url)
+    store = _store_arg(args, create=False)
     corrupt: list[str] = []
     try:
         if args.digests:
@@ -480,27 +636,29 @@ def cmd_verify(args: argparse.Namespace) -> int:
     except (StreamStoreError, OSError) as exc:
         digest = getattr(exc, "digest", None) or "verify"
         raise _object_failure(digest, exc) from None
+    out = _Output()
     for digest in corrupt:
-        print(digest)
+        out.line(digest)
     if corrupt:
         _error(args.command, f"{len(corrupt)} corrupt object(s): their bytes no longer "
                "match their SHA-256; delete and re-put them")
         return EXIT_CORRUPT
-    return EXIT_OK
+    return out.status(args.command, EXIT_OK)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    store = _store_arg(args.store, create=False, endpoint_url=args.endpoint_url)
+    store = _store_arg(args, create=False)
     try:
         removed = store.sweep(older_than=args.older_than)
     except (StreamStoreError, OSError) as exc:
         code, reason = _describe(exc)
         raise _Failure(code, f"{args.store}: {reason}") from None
+    out = _Output()
     if store.root is None:
-        print(f"removed {removed} stale upload(s) or staging object(s)")
+        out.line(f"removed {removed} stale upload(s) or staging object(s)")
     else:
-        print(f"removed {removed} orphaned temp file(s)")
-    return EXIT_OK
+        out.line(f"removed {removed} orphaned temp file(s)")
+    return out.status(args.command, EXIT_OK)
 
 
 # -- parser -----------------------------------------------------------------------
@@ -543,8 +701,14 @@ def _build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
                                 parser_class=_Parser)
+    parser.add_argument("--version", action="version",
+                        version=f"streamstore {importlib.metadata.version('streamstore')}")
     size = _argtype(parse_size, "size")
     digest = _argtype(check_digest, "digest")
+
+    def key_file(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--key-file", metavar="FILE",
+                       help=f"encryption keys (streamstore.crypto); default ${KEY_FILE_ENV}")
 
     def common(p: argparse.ArgumentParser, *, limits: bool) -> None:
         p.add_argument("--sha256", type=digest, metavar="HEX",
@@ -568,23 +732,27 @@ def _build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
     common(p, limits=True)
     p.add_argument("--meta", action="append", type=_argtype(_meta_item, "KEY=VALUE"),
                    metavar="KEY=VALUE", help="metadata to store beside the object (repeatable)")
+    key_file(p)
     p.set_defaults(func=cmd_put)
 
     p = sub.add_parser("cat", help="write an object to stdout",
                        epilog=_epilog(), formatter_class=formatter)
     p.add_argument("store", metavar="STORE")
     p.add_argument("digest", metavar="DIGEST")
+    key_file(p)
     p.set_defaults(func=cmd_cat)
 
     p = sub.add_parser("info", help="print an object's info as JSON",
                        epilog=_epilog(), formatter_class=formatter)
     p.add_argument("store", metavar="STORE")
     p.add_argument("digest", metavar="DIGEST")
+    key_file(p)
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("ls", help="list objects: '<sha256>  <size>' per line",
                        epilog=_epilog(), formatter_class=formatter)
     p.add_argument("store", metavar="STORE")
+    key_file(p)
     p.set_defaults(func=cmd_ls)
 
     p = sub.add_parser("rm", help="delete objects", epilog=_epilog(), formatter_class=formatter)
@@ -598,6 +766,7 @@ def _build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
                        epilog=_epilog(), formatter_class=formatter)
     p.add_argument("store", metavar="STORE")
     p.add_argument("digests", nargs="*", metavar="DIGEST")
+    key_file(p)
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("sweep", help="remove orphaned temp files of dead writers",
@@ -615,7 +784,23 @@ def _build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
     p.add_argument("input", metavar="FILE|-")
     p.add_argument("dest", metavar="DEST", help="a path, or s3://BUCKET/KEY")
     common(p, limits=True)
+    key_file(p)
     p.set_defaults(func=cmd_store)
+
+    p = sub.add_parser("decrypt", help="write the plaintext of an encrypted FILE to stdout",
+                       description="Decrypt FILE (written by 'store --key-file') to stdout, "
+                       "authenticating every segment.",
+                       epilog=_epilog(), formatter_class=formatter)
+    p.add_argument("file", metavar="FILE")
+    key_file(p)
+    p.set_defaults(func=cmd_decrypt)
+
+    p = sub.add_parser("keygen", help="print a new key-file line 'KEY_ID KEY'",
+                       description="Print a new random 32-byte key as a key-file line; "
+                       "append it to a key file to make it the active key.",
+                       epilog=_epilog(), formatter_class=formatter)
+    p.add_argument("key_id", metavar="KEY_ID")
+    p.set_defaults(func=cmd_keygen)
     for command in sub.choices.values():
         command.add_argument("--endpoint-url", metavar="URL",
                              help="S3 endpoint for s3:// locations (default: boto3's "

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from ._async import afail, arun_ingest
 from ._core import Ingest, split_options
-from ._errors import InvalidDigestError, ObjectNotFoundError
+from ._errors import DecryptionError, InvalidDigestError, ObjectNotFoundError
 from ._local import LocalBackend
 from ._reader import VerifyingReader
 from ._sync import run_ingest
@@ -45,6 +45,8 @@ from ._types import AsyncSource, PutOptions, Sink, Source, StoreResult, StrPath
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
+
+    from .crypto import DecryptedReader, Keyring
 
 __all__ = ["Backend", "ContentStore", "ObjectInfo", "check_digest", "encode_metadata"]
 
@@ -138,10 +140,26 @@ class ContentStore:
     ``reserve`` (bytes) refuses a put whose declared ``expected_size`` does not
     fit with that much to spare, with :class:`DiskFullError` before a byte is
     read (see :class:`FileSink`).
+
+    ``encryption`` (a :class:`streamstore.crypto.Keyring`) stores every object
+    encrypted under the keyring's active key (``streamstore.crypto``), still
+    named by its plaintext's SHA-256: ``open``, ``info().size`` and ``verify``
+    see the plaintext, ``path`` is the encrypted file.  A store is either
+    encrypted or not: objects an unencrypted store wrote do not open in an
+    encrypted one.
     """
 
     def __init__(self, root: StrPath | Backend, *, durable: bool = True,
-                 create: bool = True, reserve: int = 0) -> None:
+                 create: bool = True, reserve: int = 0,
+                 encryption: Keyring | None = None) -> None:
+        if encryption is not None:
+            from .crypto import Keyring
+
+            if not isinstance(encryption, Keyring):
+                raise TypeError(f"encryption must be a streamstore.crypto.Keyring, "
+                                f"got {type(encryption).__name__}")
+        self.encryption = encryption
+        """The keyring of an encrypted store (``None``: objects are stored as they are)."""
         if isinstance(root, (str, bytes, os.PathLike)):
             if isinstance(root, bytes):
                 root = os.fsdecode(root)
@@ -172,16 +190,23 @@ class ContentStore:
 
     # -- put ----------------------------------------------------------------------
 
-    def _ingest(self, options: Mapping[str, Any], what: str) -> Ingest:
+    def _ingest(self, options: Mapping[str, Any], what: str) -> tuple[Ingest, Sink]:
         ingest_options, extra = split_options(options, _PUT_EXTRA, what)
         meta = encode_metadata(extra.get("metadata"))
         expected = ingest_options.get("expected_sha256")
-        sink = self.backend.sink(metadata=meta,
-                                 expected_sha256=None if expected is None else str(expected))
-        return Ingest(sink, ingest_options, dest=self.root)
+        if expected is not None and self.encryption is None:
+            expected = str(expected)
+        else:  # the backend receives ciphertext: the plaintext's digest is not its digest
+            expected = None
+        sink = self.backend.sink(metadata=meta, expected_sha256=expected)
+        outer = sink
+        if self.encryption is not None:
+            from .crypto import EncryptedSink
 
-    def _info(self, ingest: Ingest, result: StoreResult) -> ObjectInfo:
-        sink: Any = ingest.sink
+            outer = EncryptedSink(sink, self.encryption)
+        return Ingest(outer, ingest_options, dest=self.root), sink
+
+    def _info(self, sink: Any, result: StoreResult) -> ObjectInfo:
         return ObjectInfo(result.sha256, result.size, result.path,
                           dict(getattr(sink, "metadata", {}) or {}), result.location,
                           bool(getattr(sink, "created", False)))
@@ -199,18 +224,18 @@ class ContentStore:
         it has none yet: the first metadata given wins, later puts never
         replace it; ``ObjectInfo.metadata`` shows what is stored.
         """
-        ingest = self._ingest(options, "ContentStore.put()")
+        ingest, sink = self._ingest(options, "ContentStore.put()")
         try:
-            return self._info(ingest, run_ingest(ingest, source))
+            return self._info(sink, run_ingest(ingest, source))
         except BaseException as exc:
             raise ingest.fail(exc)  # noqa: B904 - see run_ingest
 
     async def aput(self, source: AsyncSource, **options: Unpack[PutOptions]) -> ObjectInfo:
         """Async twin of :meth:`put`, on the :func:`astore_from_reader` machinery:
         the source is read on the event loop, all storage work runs in a worker thread."""
-        ingest = self._ingest(options, "ContentStore.aput()")
+        ingest, sink = self._ingest(options, "ContentStore.aput()")
         try:
-            return self._info(ingest, await arun_ingest(ingest, source))
+            return self._info(sink, await arun_ingest(ingest, source))
         except BaseException as exc:
             raise await afail(ingest, exc)  # noqa: B904 - see run_ingest
 
@@ -219,15 +244,34 @@ class ContentStore:
     def info(self, sha256: str) -> ObjectInfo:
         """The :class:`ObjectInfo` of a stored object; :class:`ObjectNotFoundError` if absent."""
         digest = check_digest(sha256)
-        size = self.backend.stat(digest)
+        size = self._size(digest)
         path = self.backend.path(digest)
         return ObjectInfo(digest, size, path, self.backend.metadata(digest),
                           self._location(digest, path))
+
+    def size(self, sha256: str) -> int:
+        """The size in bytes of a stored object (the plaintext's in an encrypted
+        store), without reading its metadata; :class:`ObjectNotFoundError` if absent."""
+        return self._size(check_digest(sha256))
+
+    def _size(self, digest: str) -> int:
+        size: int = self.backend.stat(digest)
+        if self.encryption is not None:
+            with self._decrypt(digest, self.backend.open(digest),
+                               self.backend.path(digest)) as reader:
+                size = reader.size
+        return size
 
     def _location(self, digest: str, path: Path | None) -> str:
         if path is not None:
             return str(path)
         return f"{self.location.rstrip('/')}/{digest}"
+
+    def _decrypt(self, digest: str, raw: BinaryIO, path: Path | None) -> DecryptedReader:
+        from .crypto import open_decrypted
+
+        assert self.encryption is not None
+        return open_decrypted(raw, self.encryption, name=self._location(digest, path))
 
     def open(self, sha256: str, *, verify: bool = False) -> BinaryIO:
         """Open a stored object for reading (binary, read-only, a context manager).
@@ -240,6 +284,8 @@ class ContentStore:
         """
         digest = check_digest(sha256)
         raw = self.backend.open(digest)
+        if self.encryption is not None:
+            raw = self._decrypt(digest, raw, self.backend.path(digest))
         if not verify:
             return raw  # type: ignore[no-any-return]
         try:
@@ -281,7 +327,12 @@ class ContentStore:
 
     def verify(self, sha256: str | None = None) -> list[str]:
         """Re-hash one object (or all) and return the digests whose bytes no longer
-        match their name, with constant memory.  An empty list means all is well."""
+        match their name, with constant memory.  An empty list means all is well.
+
+        In an encrypted store, an object with a segment that fails
+        authentication is corrupt too; one the keyring cannot open at all
+        (another key id or key, a damaged header) raises
+        :class:`DecryptionError`."""
         if sha256 is not None:
             digest = check_digest(sha256)
             self.backend.stat(digest)
@@ -302,11 +353,16 @@ class ContentStore:
             f = self.backend.open(digest)
         except ObjectNotFoundError:
             return None  # deleted while verifying
+        if self.encryption is not None:
+            f = self._decrypt(digest, f, self.backend.path(digest))
         with f:
             update = hasher.update
             readinto = f.readinto
-            while n := readinto(buffer):
-                update(buffer[:n])
+            try:
+                while n := readinto(buffer):
+                    update(buffer[:n])
+            except DecryptionError:
+                return "(fails authentication)"
         return hasher.hexdigest()
 
     def sweep(self, older_than: float = 3600.0) -> int:
