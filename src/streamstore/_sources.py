@@ -1,7 +1,9 @@
 """Turn every supported source into an iterator of chunks (memoryviews).
 
 This is the only place that touches the caller's source: exceptions it raises
-become :class:`SourceError`, misbehaviour (``None`` from a blocking read, more
+become :class:`SourceError` (except a :class:`StreamStoreError`, which a
+source built on streamstore -- a multipart part, say -- raises on purpose and
+which keeps its type), misbehaviour (``None`` from a blocking read, more
 bytes than asked) becomes :class:`SourceError`, and a source of the wrong kind
 is a ``TypeError`` raised before anything touches the disk.
 """
@@ -16,7 +18,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-from ._errors import SourceError
+from ._errors import SourceError, StreamStoreError
 from ._pipeline import MAX_CHUNK, RING_SLOTS, RingBuffer
 
 __all__ = ["aiter_chunks", "bytes_view", "iter_chunks", "split"]
@@ -173,6 +175,8 @@ def _readinto_chunks(
         slot = slot + 1 if slot + 1 < slots else 0
         try:
             n = readinto(buffer if scratch is None else scratch)
+        except StreamStoreError:  # a source's own streamstore error keeps its type
+            raise
         except Exception as exc:
             raise _source_error(exc, done, dest) from exc
         if n is None:
@@ -200,6 +204,8 @@ def _read_chunks(source: Any, chunk_size: int, dest: Path | None) -> Iterator[me
     while True:
         try:
             data = read(chunk_size)
+        except StreamStoreError:  # a source's own streamstore error keeps its type
+            raise
         except Exception as exc:
             raise _source_error(exc, done, dest) from exc
         view = _check_chunk(data, chunk_size, done, dest, "source.read()")
@@ -213,6 +219,8 @@ def _iterable_chunks(source: Any, chunk_size: int, dest: Path | None) -> Iterato
     done = 0
     try:
         iterator = iter(source)
+    except StreamStoreError:  # a source's own streamstore error keeps its type
+        raise
     except Exception as exc:
         raise _source_error(exc, done, dest) from exc
     while True:
@@ -220,6 +228,8 @@ def _iterable_chunks(source: Any, chunk_size: int, dest: Path | None) -> Iterato
             item = next(iterator)
         except StopIteration:
             return
+        except StreamStoreError:  # a source's own streamstore error keeps its type
+            raise
         except Exception as exc:
             raise _source_error(exc, done, dest) from exc
         view = _check_chunk(item, None, done, dest, "source iterator")
@@ -254,6 +264,8 @@ async def _aread_chunks(
     while True:
         try:
             data = await read(chunk_size)
+        except StreamStoreError:  # a source's own streamstore error keeps its type
+            raise
         except Exception as exc:
             raise _source_error(exc, done, dest) from exc
         view = _check_chunk(data, chunk_size, done, dest, "source.read()")
@@ -269,6 +281,8 @@ async def _aiterable_chunks(
     done = 0
     try:
         iterator = source.__aiter__()
+    except StreamStoreError:  # a source's own streamstore error keeps its type
+        raise
     except Exception as exc:
         raise _source_error(exc, done, dest) from exc
     while True:
@@ -276,6 +290,8 @@ async def _aiterable_chunks(
             item = await iterator.__anext__()
         except StopAsyncIteration:
             return
+        except StreamStoreError:  # a source's own streamstore error keeps its type
+            raise
         except Exception as exc:
             raise _source_error(exc, done, dest) from exc
         view = _check_chunk(item, None, done, dest, "source async iterator")
