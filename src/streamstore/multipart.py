@@ -524,7 +524,7 @@ def _sync_read(stream: object, chunk_size: int) -> Callable[[], bytes]:
     if hasattr(stream, "__aiter__") and not hasattr(stream, "__iter__"):
         raise TypeError(f"{type(stream).__name__} is asynchronous; use aiter_parts")
     if hasattr(stream, "__iter__"):
-        iterator = iter(stream)  # type: ignore[call-overload]
+        iterator = iter(stream)
 
         def next_chunk() -> bytes:
             for item in iterator:
@@ -616,7 +616,7 @@ def _async_read(stream: object, chunk_size: int) -> Callable[[], Any]:
 
         return read_chunk
     if hasattr(stream, "__aiter__"):
-        iterator = stream.__aiter__()  # type: ignore[attr-defined]
+        iterator = stream.__aiter__()
 
         async def next_chunk() -> bytes:
             async for item in iterator:
