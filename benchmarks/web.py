@@ -368,8 +368,9 @@ def main() -> None:
                | {"ok": all(run["ok"] for run in runs[name])} for name in runs}
     ref = summary.get("mp-uploadfile", {}).get("mb_s")
     drain = summary.get("drain", {}).get("mb_s")
+    cgroup = f"; memory cgroup {args.memory_cgroup}" if args.memory_cgroup else ""
     print(f"\n{args.size} MiB body, median of {args.repeat}; uvicorn (h11) + httpx; "
-          f"durable stores{'; memory cgroup ' + str(args.memory_cgroup) if args.memory_cgroup else ''}")
+          f"durable stores{cgroup}")
     print(f"{'contender':16} {'MB/s':>7} {'x UploadFile':>12} {'x drain':>8} "
           f"{'written MiB':>11} {'disk MiB':>9} {'RSS +MiB':>8} {'CPU s':>6} ok")
     for name, s in summary.items():
