@@ -30,9 +30,10 @@ DIGEST = hashlib.sha256(DATA).hexdigest()
 
 
 class Server:
-    def __init__(self, url: str, root: Path) -> None:
+    def __init__(self, url: str, root: Path, pid: int) -> None:
         self.url = url
         self.root = root
+        self.proc_pid = pid
         self.client = httpx.Client(base_url=url, timeout=30)
 
     def store(self) -> ContentStore:
@@ -58,7 +59,7 @@ def start(tmp_path: Path) -> Iterator[Any]:
                 raise RuntimeError(f"the example did not start: {log.decode()}")
             if select.select([proc.stderr], [], [], 0.1)[0]:
                 log += os.read(proc.stderr.fileno(), 4096)
-        server = Server(match.group(1).decode(), root)
+        server = Server(match.group(1).decode(), root, proc.pid)
         servers.append(server)
         return server
 

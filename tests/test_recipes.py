@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from webservers import aiohttp_server, uvicorn_server, werkzeug_server
 
 ROOT = Path(__file__).parent.parent
