@@ -46,7 +46,7 @@ Limits (keyword arguments of both functions):
 
 - ``max_parts`` (default 1000): parts in one body.
 - ``max_header_size`` (default 16 KiB): bytes of header names and values of
-  one part (python-multipart also caps a part at 8 header lines).
+  one part; a part may also have at most 8 header lines.
 - ``max_field_size`` (default 1 MiB): bytes of one non-file field (a part
   without a ``filename``), whether it is read, stored or skipped; also the
   default cap of :meth:`Part.read_all` and :meth:`Part.text`.
@@ -92,6 +92,7 @@ DEFAULT_MAX_HEADER_SIZE = 16 * 1024
 DEFAULT_MAX_FIELD_SIZE = 1024 * 1024
 DEFAULT_CHUNK_SIZE = 64 * 1024
 _MAX_BOUNDARY = 256  # RFC 2046 says 70; python-multipart refuses more than 256
+_MAX_HEADER_LINES = 8  # as recent python-multipart versions enforce themselves
 
 # python-multipart >= 0.0.2x caps each header line itself (4 KiB by default):
 # let it allow what our own per-part limit allows.
@@ -117,6 +118,7 @@ def parse_boundary(content_type: str | bytes | None) -> bytes:
         media_type, params = parse_options_header(content_type)
     except (UnicodeEncodeError, ValueError) as exc:
         raise MultipartError(f"unreadable Content-Type {content_type!r}") from exc
+    media_type = media_type.lower()  # older python-multipart versions keep its case
     if media_type != b"multipart/form-data":
         raise MultipartError(
             f"Content-Type is {media_type.decode('latin-1')!r}, not multipart/form-data"
@@ -252,6 +254,9 @@ class _Body:
         self._value += data[start:end]
 
     def _on_header_end(self) -> None:
+        if len(self._raw_headers) >= _MAX_HEADER_LINES:
+            raise MultipartError(
+                f"part {self.parts} has more than {_MAX_HEADER_LINES} header lines")
         self._raw_headers.append((bytes(self._field), bytes(self._value)))
         self._field.clear()
         self._value.clear()
