@@ -199,7 +199,9 @@ class SourceError(StreamStoreError):
     ``__cause__`` (also :attr:`original`) is the exception raised.  To let your
     own exception through, map it back with ``errors=``, e.g.
     ``errors={SourceError: lambda e: e.original}``.  ``BaseException`` s that
-    are not ``Exception`` s propagate unchanged.
+    are not ``Exception`` s, and streamstore's own errors raised by a source
+    built on streamstore (a :mod:`streamstore.multipart` part raising
+    :class:`MultipartError`), propagate unchanged.
     """
 
     @property

@@ -1,7 +1,9 @@
 """Turn every supported source into an iterator of chunks (memoryviews).
 
 This is the only place that touches the caller's source: exceptions it raises
-become :class:`SourceError`, misbehaviour (``None`` from a blocking read, more
+become :class:`SourceError` (except a :class:`StreamStoreError`, which a
+source built on streamstore -- a multipart part, say -- raises on purpose and
+which keeps its type), misbehaviour (``None`` from a blocking read, more
 bytes than asked) becomes :class:`SourceError`, and a source of the wrong kind
 is a ``TypeError`` raised before anything touches the disk.
 """
@@ -14,9 +16,9 @@ import io
 import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from ._errors import SourceError
+from ._errors import SourceError, StreamStoreError
 from ._pipeline import MAX_CHUNK, RING_SLOTS, RingBuffer
 
 __all__ = ["aiter_chunks", "bytes_view", "iter_chunks", "split"]
@@ -43,10 +45,15 @@ def bytes_view(obj: object) -> memoryview | None:
     return view
 
 
-def _source_error(exc: BaseException, done: int, dest: Path | None) -> SourceError:
-    return SourceError(
+def _raise_source_error(exc: Exception, done: int, dest: Path | None) -> NoReturn:
+    """Raise ``exc`` as a :class:`SourceError` (from ``exc``); a streamstore
+    error -- which a source built on streamstore, a multipart part say, raises
+    on purpose -- keeps its type."""
+    if isinstance(exc, StreamStoreError):
+        raise exc
+    raise SourceError(
         f"source raised {type(exc).__name__}: {exc} (after {done} bytes)", dest=dest
-    )
+    ) from exc
 
 
 def _check_chunk(
@@ -174,7 +181,7 @@ def _readinto_chunks(
         try:
             n = readinto(buffer if scratch is None else scratch)
         except Exception as exc:
-            raise _source_error(exc, done, dest) from exc
+            _raise_source_error(exc, done, dest)
         if n is None:
             raise SourceError(
                 f"source.readinto() returned None (a non-blocking stream with no data "
@@ -201,7 +208,7 @@ def _read_chunks(source: Any, chunk_size: int, dest: Path | None) -> Iterator[me
         try:
             data = read(chunk_size)
         except Exception as exc:
-            raise _source_error(exc, done, dest) from exc
+            _raise_source_error(exc, done, dest)
         view = _check_chunk(data, chunk_size, done, dest, "source.read()")
         if not view:
             return
@@ -214,14 +221,14 @@ def _iterable_chunks(source: Any, chunk_size: int, dest: Path | None) -> Iterato
     try:
         iterator = iter(source)
     except Exception as exc:
-        raise _source_error(exc, done, dest) from exc
+        _raise_source_error(exc, done, dest)
     while True:
         try:
             item = next(iterator)
         except StopIteration:
             return
         except Exception as exc:
-            raise _source_error(exc, done, dest) from exc
+            _raise_source_error(exc, done, dest)
         view = _check_chunk(item, None, done, dest, "source iterator")
         done += len(view)
         yield from split(view, chunk_size)
@@ -255,7 +262,7 @@ async def _aread_chunks(
         try:
             data = await read(chunk_size)
         except Exception as exc:
-            raise _source_error(exc, done, dest) from exc
+            _raise_source_error(exc, done, dest)
         view = _check_chunk(data, chunk_size, done, dest, "source.read()")
         if not view:
             return
@@ -270,14 +277,14 @@ async def _aiterable_chunks(
     try:
         iterator = source.__aiter__()
     except Exception as exc:
-        raise _source_error(exc, done, dest) from exc
+        _raise_source_error(exc, done, dest)
     while True:
         try:
             item = await iterator.__anext__()
         except StopAsyncIteration:
             return
         except Exception as exc:
-            raise _source_error(exc, done, dest) from exc
+            _raise_source_error(exc, done, dest)
         view = _check_chunk(item, None, done, dest, "source async iterator")
         done += len(view)
         for piece in split(_owned(view), chunk_size):
