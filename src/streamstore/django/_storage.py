@@ -21,7 +21,7 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpRe
 from django.utils.deconstruct import deconstructible
 from django.utils.encoding import filepath_to_uri
 
-from .._errors import ObjectNotFoundError
+from .._errors import ObjectNotFoundError, SourceError, StreamStoreError
 from .._store import ContentStore, ObjectInfo
 from .._types import SizeLimit
 
@@ -49,6 +49,12 @@ def _digest(name: object) -> str | None:
 def _as_bytes(chunks: Iterator[Any]) -> Iterator[bytes]:
     for chunk in chunks:
         yield chunk.encode("utf-8") if isinstance(chunk, str) else chunk
+
+
+def _content_error(exc: StreamStoreError) -> BaseException | None:
+    if isinstance(exc, SourceError) and exc.original is not None:
+        return exc.original
+    return None
 
 
 @deconstructible(path="streamstore.django.ContentStoreStorage")
@@ -158,7 +164,8 @@ class ContentStoreStorage(Storage):  # type: ignore[misc]
             if self.max_size is not None and info.size > self.max_size:
                 info = None  # let put() raise the usual TooLargeError
         if info is None:
-            options: dict[str, Any] = {}
+            # The content's own exception propagates, as from any storage.
+            options: dict[str, Any] = {"errors": _content_error}
             if self.max_size is not None:
                 options["limit"] = SizeLimit(max_bytes=self.max_size)
             info = self.store.put(_as_bytes(content.chunks()), **options)
