@@ -7,6 +7,7 @@ from . import views
 urlpatterns = [
     path("upload", views.upload),
     path("small", views.small),
+    path("big", views.big),
     path("images", views.images),
     path("document", views.document),
     path("plain", views.plain),

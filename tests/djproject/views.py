@@ -30,6 +30,11 @@ def upload(request: HttpRequest) -> JsonResponse:
     return describe(request)
 
 
+@stream_uploads(limit=64 * 1024 * 1024)
+def big(request: HttpRequest) -> JsonResponse:
+    return describe(request)
+
+
 @stream_uploads(limit=1000, total_limit=1500)
 def small(request: HttpRequest) -> JsonResponse:
     return describe(request)
