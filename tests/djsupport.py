@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import django
+
+from exsupport import free_port, running
 
 TESTS = Path(__file__).resolve().parent
 BOUNDARY = "streamstore-test-boundary-7c1f"
@@ -57,25 +55,6 @@ def multipart(fields: Sequence[Field] = (), files: Sequence[FilePart] = (), *,
     return bytes(out)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before listening")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"server did not listen on {port} within {timeout} s")
-
-
 @contextmanager
 def django_server(kind: str, media: Path, log: Path) -> Iterator[tuple[str, int]]:
     """Run the test project under ``runserver`` (WSGI) or ``uvicorn`` (ASGI) on a
@@ -90,20 +69,8 @@ def django_server(kind: str, media: Path, log: Path) -> Iterator[tuple[str, int]
     else:
         cmd = [sys.executable, "-m", "uvicorn", "--no-access-log", "--host", "127.0.0.1",
                "--port", str(port), "djproject.asgi:application"]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                cwd=str(TESTS))
-    try:
-        wait_for_port(port, proc)
-        yield f"http://127.0.0.1:{port}", proc.pid
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
+    with running(cmd, port, log, env=env, cwd=str(TESTS)) as pid:
+        yield f"http://127.0.0.1:{port}", pid
 
 
 def written_bytes(pid: int) -> int:

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
+import socket
+import subprocess
 import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
@@ -28,3 +34,44 @@ def wait_with_peak_rss(pid: int) -> tuple[int, int]:
     """Reap child ``pid``; return (exit status, its peak RSS in bytes) from wait4(2)."""
     _, status, usage = os.wait4(pid, 0)
     return os.waitstatus_to_exitcode(status), usage.ru_maxrss * 1024
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Wait until something listens on ``port`` (RuntimeError if ``proc`` exits first)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"server did not listen on {port} within {timeout} s")
+
+
+@contextmanager
+def running(cmd: Sequence[str], port: int, log: Path, **popen: object) -> Iterator[int]:
+    """Run the server ``cmd`` (listening on ``port``), output to ``log``; yields
+    its pid; stopped by pid (SIGINT, then SIGKILL) when the block ends."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(list(cmd), stdout=out, stderr=subprocess.STDOUT,
+                                **popen)  # type: ignore[call-overload]
+    try:
+        wait_for_port(port, proc)
+        yield proc.pid
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
