@@ -11,6 +11,8 @@ with a Content-Length) to a single-file Django app, under Django's WSGI
 server (the one ``runserver`` uses) and under uvicorn (ASGI).  Contenders:
 
 - ``drain``: the view reads the body and discards it -- the transport's ceiling;
+- ``django parser``: Django's multipart parser feeding a handler that discards
+  every chunk -- the ceiling of any upload handler;
 - ``django default``: Django's default upload handlers (a temp file), then
   what a view needs for content addressing: hash the temp file, then
   ``FileSystemStorage.save`` (a rename, as the temp dir is on the same
@@ -47,6 +49,7 @@ MiB = 1024 * 1024
 BOUNDARY = "bench-boundary-5d2e9a"
 CONTENDERS = {
     "drain (read, discard)": "/drain",
+    "django parser, discarding handler": "/parse",
     "django default + sha256 + storage.save": "/classic",
     "streamstore.django": "/streamstore",
     "streamstore.django durable=False": "/streamstore-nofsync",
@@ -83,6 +86,8 @@ def serve(kind: str, port: int, root: Path) -> None:
 
 def _views() -> list[Any]:
     from django.core.files.storage import FileSystemStorage
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from django.core.files.uploadhandler import FileUploadHandler
     from django.http import HttpRequest, HttpResponse, JsonResponse
     from django.middleware.csrf import get_token
     from django.urls import path
@@ -106,6 +111,25 @@ def _views() -> list[Any]:
             n += len(chunk)
         return JsonResponse({"size": n})
 
+    class Discard(FileUploadHandler):  # type: ignore[misc]
+        def receive_data_chunk(self, raw_data: bytes, start: int) -> None:
+            return None
+
+        def file_complete(self, file_size: int) -> Any:
+            return SimpleUploadedFile(self.file_name, b"")
+
+    @csrf_exempt
+    def parse(request: HttpRequest) -> JsonResponse:
+        request.upload_handlers = [Discard(request)]
+        counters = [0]
+
+        def count(raw_data: bytes, start: int) -> None:
+            counters[0] += len(raw_data)
+
+        request.upload_handlers[0].receive_data_chunk = count
+        request.FILES  # noqa: B018 - parses the body
+        return JsonResponse({"size": counters[0]})
+
     @csrf_exempt
     def classic(request: HttpRequest) -> JsonResponse:
         upload = request.FILES["file"]
@@ -123,6 +147,7 @@ def _views() -> list[Any]:
     return [
         path("token", token),
         path("drain", drain),
+        path("parse", parse),
         path("classic", classic),
         path("streamstore", stream_uploads(store=durable)(stored)),
         path("streamstore-nofsync", stream_uploads(store=fast)(stored)),
@@ -271,8 +296,10 @@ def main() -> None:
     for kind, s in summary.items():
         ss = s["streamstore.django"]["mbps"]
         default = s["django default + sha256 + storage.save"]["mbps"]
+        parser = s["django parser, discarding handler"]["mbps"]
         ratios[kind] = {
             "streamstore / django default": ss / default,
+            "streamstore / django parser alone": ss / parser,
             "streamstore / drain": ss / s["drain (read, discard)"]["mbps"],
         }
     data = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

@@ -5,7 +5,8 @@
 
 What it guarantees, and how streamstore does each part:
 
-- the body is read in 8 KiB chunks (``chunk_size=8192``) and never held whole;
+- the body is taken in 8 KiB chunks (``chunk_size=8192``: the checks, the hash and the
+  writes see at most 8 KiB at a time, however the server split it) and never held whole;
 - at least 100 B and at most 10 MiB, enforced while streaming (``limit=SizeLimit``):
   413 the moment the 10 MiB are crossed, 400 for a body under 100 B -- and a
   declared Content-Length over 10 MiB is refused before a byte is read;
