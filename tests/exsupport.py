@@ -30,12 +30,6 @@ def load_example(name: str) -> ModuleType:
     return module
 
 
-def wait_with_peak_rss(pid: int) -> tuple[int, int]:
-    """Reap child ``pid``; return (exit status, its peak RSS in bytes) from wait4(2)."""
-    _, status, usage = os.wait4(pid, 0)
-    return os.waitstatus_to_exitcode(status), usage.ru_maxrss * 1024
-
-
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as s:
