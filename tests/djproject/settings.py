@@ -13,7 +13,9 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
 ]
-MEDIA_ROOT = os.environ.get("STREAMSTORE_TEST_MEDIA") or tempfile.mkdtemp(prefix="djmedia-")
+# Tests override MEDIA_ROOT per test; a server process is given its own.
+MEDIA_ROOT = os.environ.get("STREAMSTORE_TEST_MEDIA") or os.path.join(
+    tempfile.gettempdir(), f"streamstore-djmedia-{os.getpid()}")
 MEDIA_URL = "/media/"
 STORAGES = {
     "default": {"BACKEND": "streamstore.django.ContentStoreStorage"},
