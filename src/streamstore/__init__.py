@@ -26,7 +26,7 @@ from ._errors import (
 )
 from ._hooks import ProgressHook, SniffHook, sniff_image_type
 from ._pending import FileSink, sweep_temp
-from ._store import ContentStore, ObjectInfo
+from ._store import ContentStore, ObjectInfo, ObjectWriter
 from ._sync import Writer, open_writer, store_from_reader
 from ._types import (
     Hook,
@@ -55,6 +55,7 @@ __all__ = [
     "MultipartError",
     "ObjectInfo",
     "ObjectNotFoundError",
+    "ObjectWriter",
     "PartialWriteError",
     "Progress",
     "ProgressHook",

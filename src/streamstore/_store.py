@@ -30,9 +30,10 @@ import io
 import json
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from ._async import afail, arun_ingest
@@ -40,7 +41,7 @@ from ._core import Ingest, split_options
 from ._errors import DecryptionError, InvalidDigestError, ObjectNotFoundError
 from ._local import LocalBackend
 from ._reader import VerifyingReader
-from ._sync import run_ingest
+from ._sync import Writer, run_ingest
 from ._types import AsyncSource, PutOptions, Sink, Source, StoreResult, StrPath
 
 if TYPE_CHECKING:
@@ -48,7 +49,14 @@ if TYPE_CHECKING:
 
     from .crypto import DecryptedReader, Keyring
 
-__all__ = ["Backend", "ContentStore", "ObjectInfo", "check_digest", "encode_metadata"]
+__all__ = [
+    "Backend",
+    "ContentStore",
+    "ObjectInfo",
+    "ObjectWriter",
+    "check_digest",
+    "encode_metadata",
+]
 
 _DIGEST_RE = re.compile(r"[0-9a-fA-F]{64}")
 _VERIFY_CHUNK = 1024 * 1024
@@ -122,6 +130,49 @@ class ObjectInfo:
     def __post_init__(self) -> None:
         if not self.location and self.path is not None:
             object.__setattr__(self, "location", str(self.path))
+
+
+class ObjectWriter:
+    """A put you push bytes into: ``with store.open_writer() as w: w.write(data)``.
+
+    The :class:`~streamstore.Writer` of :meth:`ContentStore.open_writer`:
+    leaving the block normally stores the object and sets ``result`` to its
+    :class:`ObjectInfo`; leaving it with an exception stores nothing.  After a
+    failed :meth:`write` the writer is aborted and further writes raise.
+    Not thread-safe.
+    """
+
+    def __init__(self, ingest: Ingest, info: Callable[[StoreResult], ObjectInfo]) -> None:
+        self._writer = Writer(ingest)
+        self._info = info
+        self.result: ObjectInfo | None = None
+        """The stored object's :class:`ObjectInfo`, once the block exited cleanly."""
+
+    @property
+    def bytes_written(self) -> int:
+        """Bytes accepted so far."""
+        return self._writer.bytes_written
+
+    def __enter__(self) -> ObjectWriter:
+        self._writer.__enter__()
+        return self
+
+    def write(self, data: Any) -> int:
+        """Take bytes-like ``data`` (checked, hashed and written before this
+        returns); returns ``len(data)`` in bytes."""
+        return self._writer.write(data)
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        try:
+            self._writer.__exit__(exc_type, exc, tb)
+        finally:
+            stored = self._writer.result
+            if stored is not None and self.result is None:
+                self.result = self._info(stored)
+
+    def __repr__(self) -> str:
+        return repr(self._writer).replace("streamstore.Writer", "streamstore.ObjectWriter")
 
 
 class ContentStore:
@@ -238,6 +289,21 @@ class ContentStore:
             return self._info(sink, await arun_ingest(ingest, source))
         except BaseException as exc:
             raise await afail(ingest, exc)  # noqa: B904 - see run_ingest
+
+    def open_writer(self, **options: Unpack[PutOptions]) -> ObjectWriter:
+        """A put you push bytes into, with the options of :meth:`put`::
+
+            with store.open_writer(limit=10 * 2**20, metadata={"name": "a.pdf"}) as w:
+                for piece in pieces:
+                    w.write(piece)
+            print(w.result.sha256)
+
+        Every guarantee of :meth:`put` holds: limits and hooks see every
+        byte, and the object is stored when the block exits cleanly --
+        nothing is when it raises.  ``w.result`` is the :class:`ObjectInfo`.
+        """
+        ingest, sink = self._ingest(options, "ContentStore.open_writer()")
+        return ObjectWriter(ingest, lambda result: self._info(sink, result))
 
     # -- read -----------------------------------------------------------------------
 
