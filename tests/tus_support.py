@@ -1,0 +1,184 @@
+"""Helpers of the tus tests: a real server in a child process, real clients."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+HERE = Path(__file__).resolve().parent
+SERVER_SCRIPT = HERE / "tus_server.py"
+NODE_CLIENT = HERE / "tus_js_upload.mjs"
+TUS_JS_VERSION = "4.3.1"
+TUS = {"Tus-Resumable": "1.0.0"}
+MIB = 1024 * 1024
+
+
+class TusServer:
+    """``tests/tus_server.py`` in a child process on a listening socket this
+    object keeps, so the server can be killed and restarted on the same URL."""
+
+    def __init__(self, root: Path, config: dict[str, Any] | None = None) -> None:
+        self.root = root
+        self.config = dict(config or {})
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = root / "server.log"
+        self.starts = 0
+
+    def start(self) -> TusServer:
+        assert self.proc is None
+        self.starts += 1
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(SERVER_SCRIPT), "--fd", str(self.sock.fileno()),
+                 "--root", str(self.root), "--config", json.dumps(self.config)],
+                pass_fds=[self.sock.fileno()], stdout=log, stderr=subprocess.STDOUT,
+                cwd=HERE.parent,
+            )
+        self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        path = next(iter(self.config.get("mounts", {"/": None})))
+        while True:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the tus server exited ({self.proc.returncode}):\n"
+                                   + self.log.read_text(errors="replace"))
+            try:
+                response = httpx.options(self.url + path.rstrip("/") + "/", timeout=2.0)
+                if response.status_code == 204:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the tus server did not become ready:\n"
+                                   + self.log.read_text(errors="replace"))
+            time.sleep(0.05)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def kill(self) -> None:
+        """SIGKILL the server (no cleanup of any kind runs)."""
+        if self.proc is not None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            self.proc = None
+
+    def stop(self) -> None:
+        """Stop the server the polite way (SIGTERM: lifespan shutdown runs)."""
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+            self.proc = None
+
+    def close(self) -> None:
+        self.stop()
+        self.sock.close()
+
+    def completions(self) -> list[dict[str, Any]]:
+        path = self.config.get("completions")
+        if path is None or not Path(path).exists():
+            return []
+        return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def make_file(path: Path, size: int, seed: int = 0) -> str:
+    """Write ``size`` pseudo-random bytes to ``path``; their SHA-256."""
+    rng = random.Random(seed)
+    hasher = hashlib.sha256()
+    written = 0
+    with open(path, "wb") as f:
+        while written < size:
+            piece = rng.randbytes(min(MIB, size - written))
+            f.write(piece)
+            hasher.update(piece)
+            written += len(piece)
+    return hasher.hexdigest()
+
+
+def stored_digests(root: Path) -> set[str]:
+    """The digests stored in ``root / "store"``."""
+    objects = root / "store" / "objects"
+    return {p.name for p in objects.rglob("*") if p.is_file() and len(p.name) == 64}
+
+
+# -- tus-js-client under Node.js --------------------------------------------------
+
+def node_modules() -> Path | None:
+    """A directory with tus-js-client installed (npm install into a cache
+    directory on first use); None if node or npm is missing."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        return None
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    target = cache / "streamstore-tests" / f"tus-js-client-{TUS_JS_VERSION}"
+    marker = target / "node_modules" / "tus-js-client" / "package.json"
+    if not marker.exists():
+        target.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund", "--no-save", "--prefix", str(target),
+             f"tus-js-client@{TUS_JS_VERSION}"],
+            check=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300,
+        )
+    return target / "node_modules"
+
+
+class NodeUpload:
+    """``tests/tus_js_upload.mjs`` in a child process; its JSON events read line by line."""
+
+    def __init__(self, modules: Path, options: dict[str, Any]) -> None:
+        env = {**os.environ, "NODE_PATH": str(modules)}
+        self.proc = subprocess.Popen(
+            ["node", str(NODE_CLIENT), json.dumps(options)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=modules.parent,
+        )
+        self.events: list[dict[str, Any]] = []
+
+    def lines(self) -> Iterator[dict[str, Any]]:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            event = json.loads(raw)
+            self.events.append(event)
+            yield event
+
+    def run(self, timeout: float = 120.0) -> dict[str, Any]:
+        """Wait for the end; the last event (``success`` or ``error``)."""
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+        for raw in out.splitlines():
+            self.events.append(json.loads(raw))
+        if not self.events:
+            raise RuntimeError(f"tus-js-client printed nothing: {err.decode(errors='replace')}")
+        return self.events[-1]
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.communicate()
