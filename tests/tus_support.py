@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -11,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -182,3 +184,73 @@ class NodeUpload:
         if self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.communicate()
+
+
+class CorruptingProxy:
+    """A TCP proxy on 127.0.0.1 that flips one bit of the byte at
+    ``corrupt_at`` in every client-to-server stream long enough to have one
+    (a real fault on the wire, past the request's head), and forwards the
+    rest untouched."""
+
+    def __init__(self, target_port: int, corrupt_at: int) -> None:
+        self.target_port = target_port
+        self.corrupt_at = corrupt_at
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.corrupted = 0
+        self.threads: list[threading.Thread] = []
+        self.sockets: list[socket.socket] = []
+        self.closed = False
+        accept = threading.Thread(target=self._accept, daemon=True)
+        accept.start()
+        self.threads.append(accept)
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            self.sockets.append(client)
+            server = socket.create_connection(("127.0.0.1", self.target_port))
+            self.sockets.append(server)
+            for args in ((client, server, True), (server, client, False)):
+                thread = threading.Thread(target=self._pump, args=args, daemon=True)
+                thread.start()
+                self.threads.append(thread)
+
+    def _pump(self, src: socket.socket, dst: socket.socket, upstream: bool) -> None:
+        seen = 0
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if upstream and seen <= self.corrupt_at < seen + len(data):
+                    i = self.corrupt_at - seen
+                    data = data[:i] + bytes([data[i] ^ 0x01]) + data[i + 1:]
+                    self.corrupted += 1
+                seen += len(data)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.closed = True
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        for s in self.sockets:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+        for thread in self.threads:
+            thread.join(timeout=10)
+        for s in self.sockets:
+            s.close()
