@@ -10,7 +10,6 @@ node or npm is missing; the setup installs tus-js-client with npm.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -23,6 +22,9 @@ from typing import Any
 
 import httpx
 import pytest
+from tusclient import client as tus_client
+from tusclient.exceptions import TusCommunicationError, TusUploadFailed
+
 from tus_support import (
     HERE,
     MIB,
@@ -34,8 +36,6 @@ from tus_support import (
     node_modules,
     stored_digests,
 )
-from tusclient import client as tus_client
-from tusclient.exceptions import TusCommunicationError, TusUploadFailed
 
 SIZES = [
     pytest.param(0, None, id="0B"),
@@ -72,7 +72,7 @@ def opened(tmp_path: Path) -> Iterator[Any]:
     files: list[Any] = []
 
     def open_file(path: Path) -> Any:
-        f = open(path, "rb")  # noqa: SIM115 - closed by the fixture
+        f = open(path, "rb")
         files.append(f)
         return f
 
@@ -178,9 +178,9 @@ def test_tuspy_checksum_mismatch_is_460(server: TusServer, tmp_path: Path,
     proxy = CorruptingProxy(server.port, corrupt_at=200_000)
     try:
         # the same upload, through a wire that flips one bit of the next PATCH
+        url = proxy.url + "/" + direct.url.rsplit("/", 1)[1]
         through = tus_client.TusClient(proxy.url + "/").uploader(
-            file_stream=opened(path), url=proxy.url + "/" + direct.url.rsplit("/", 1)[1], chunk_size=MIB,
-            upload_checksum=True)
+            file_stream=opened(path), url=url, chunk_size=MIB, upload_checksum=True)
         assert through.offset == MIB
         with pytest.raises(TusUploadFailed) as failure:
             through.upload_chunk()

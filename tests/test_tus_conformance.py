@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+
 from tus_support import TUS, TusServer, stored_digests
 
 MOUNTS = {
@@ -250,7 +251,8 @@ class TestPatch:
         assert offset_of(http, url) == 2
         assert patch(http, url, 2, b"cdefghij").status_code == 204
 
-    @pytest.mark.parametrize("value", [None, "-1", "+5", "abc", "1.5", "", "1e3", "99999999999999999999"])
+    @pytest.mark.parametrize("value", [None, "-1", "+5", "abc", "1.5", "", "1e3",
+                                       "99999999999999999999"])
     def test_malformed_offset_is_400(self, http: httpx.Client, value: str | None) -> None:
         url = create(http, length=5)
         headers = {"Content-Type": "application/offset+octet-stream"}
@@ -724,7 +726,7 @@ class TestLocks:
             stale = patch(http, url, 0, os.urandom(10))
             assert stale.status_code == 409  # the stalled request kept its 50,000 bytes
             assert stale.headers["Upload-Offset"] == "50000"
-            status, headers = read_response(sock)
+            status, _ = read_response(sock)
             assert status == 409
         finally:
             sock.close()

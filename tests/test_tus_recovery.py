@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+
 from tus_support import MIB, TUS, TusServer, stored_digests
 
 OCTETS = {"Content-Type": "application/offset+octet-stream"}

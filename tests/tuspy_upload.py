@@ -14,7 +14,7 @@ from tusclient import client
 def main() -> None:
     endpoint, path, chunk_size = sys.argv[1], sys.argv[2], int(sys.argv[3])
     url = sys.argv[4] if len(sys.argv) > 4 else None
-    stream = open(path, "rb")  # noqa: SIM115 - open for the life of the process
+    stream = open(path, "rb")
     uploader = client.TusClient(endpoint).uploader(file_stream=stream, url=url,
                                                    chunk_size=chunk_size)
     if uploader.url is None:
