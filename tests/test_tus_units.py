@@ -70,7 +70,7 @@ def test_metadata_round_trip(pairs: dict[str, str]) -> None:
 def test_metadata_tolerates_spaces_around_pairs_and_missing_padding() -> None:
     echoed, parsed = parse_metadata(" a YQ , b,c YWJj ")
     assert parsed == {"a": "a", "b": "", "c": "abc"}
-    assert echoed == "a YQ,b,c YWJj"
+    assert echoed == "a YQ , b,c YWJj"  # as sent, trimmed
 
 
 @given(st.sampled_from(["sha1", "sha256", "md5"]), st.binary(max_size=100))
@@ -311,6 +311,20 @@ def test_staging_is_required_for_a_store_that_is_not_a_directory(tmp_path: Path)
 def test_bad_arguments(tmp_path: Path, options: dict[str, Any], error: type) -> None:
     with pytest.raises(error):
         TusApp(ContentStore(tmp_path / "store"), **options)
+
+
+def test_all_is_exactly_the_public_names() -> None:
+    from streamstore import tus
+
+    defined_here = {name for name, value in vars(tus).items() if not name.startswith("_")
+                    and getattr(value, "__module__", None) == tus.__name__}
+    assert defined_here == set(tus.__all__)
+    for name in tus.__all__:
+        value = getattr(tus, name)
+        assert value.__doc__, name
+        for attr, member in vars(value).items():
+            if not attr.startswith("_") and callable(member):
+                assert member.__doc__, f"{name}.{attr}"
 
 
 def test_store_must_be_a_content_store(tmp_path: Path) -> None:

@@ -93,17 +93,17 @@ def _b64decode(value: str) -> bytes:
 
 
 def parse_metadata(value: str | None) -> tuple[str, dict[str, str]]:
-    """``Upload-Metadata``: (the header as it will be echoed, ``{key: text}``).
+    """``Upload-Metadata``: (the header as the client sent it, trimmed; ``{key: text}``).
 
     Keys are visible ASCII without commas; values are base64 of UTF-8 text
     (an absent value is ``""``).  An empty header means no metadata.  A key
     given twice, an invalid key, bad base64 or a value that is not UTF-8 is a
-    400.
+    400.  A header that parses holds only key and base64 characters, commas,
+    spaces and tabs, so it is safe to echo.
     """
     if value is None or not value.strip():
         return "", {}
     pairs: dict[str, str] = {}
-    echoed: list[str] = []
     for item in value.split(","):
         parts = item.strip(" \t").split(" ")
         if len(parts) > 2 or not parts[0]:
@@ -119,8 +119,7 @@ def parse_metadata(value: str | None) -> tuple[str, dict[str, str]]:
         except (ValueError, UnicodeDecodeError):
             raise Reply(400, f"Upload-Metadata: the value of {key!r} is not base64 "
                              "of UTF-8 text") from None
-        echoed.append(f"{key} {encoded}" if encoded else key)
-    return ",".join(echoed), pairs
+    return value.strip(" \t"), pairs
 
 
 def parse_sha256(text: str) -> str:

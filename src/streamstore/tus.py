@@ -78,7 +78,7 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-T = TypeVar("T")
+_T = TypeVar("_T")
 
 _BATCH = 1024 * 1024
 """Bytes of a request body collected before they are handed to a worker thread."""
@@ -260,7 +260,7 @@ def _media_type(value: str | None) -> str:
     return (value or "").split(";", 1)[0].strip().lower()
 
 
-def _start(fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+def _start(fn: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
     """Run ``fn(*args)`` in the default executor; the future of its result."""
     return asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args))
 
@@ -281,7 +281,7 @@ async def _settle(future: asyncio.Future[Any]) -> None:
         raise asyncio.CancelledError
 
 
-async def _wait(future: asyncio.Future[T]) -> T:
+async def _wait(future: asyncio.Future[_T]) -> _T:
     """The worker's result; a cancellation waits for the worker first."""
     try:
         return await asyncio.shield(future)
