@@ -142,8 +142,10 @@ def test_tuspy_resumes_after_the_client_is_killed(server: TusServer, tmp_path: P
     assert url is not None and proc.returncode == -signal.SIGKILL
     wait_for(lambda: int(head(url).headers["Upload-Offset"]) >= 16 * MIB)
     assert digest not in stored_digests(server.root)
+    # retries: the server may still be reading the dead client's request; the
+    # resumed PATCH then takes it over and gets a 409 for its stale offset once
     resumed = tus_client.TusClient(server.url + "/").uploader(
-        file_stream=opened(path), url=url, chunk_size=8 * MIB)
+        file_stream=opened(path), url=url, chunk_size=8 * MIB, retries=3, retry_delay=1)
     assert resumed.offset >= 16 * MIB
     resumed.upload()
     assert digest in stored_digests(server.root)
@@ -270,7 +272,8 @@ def test_tus_js_resumes_after_the_client_is_killed(server: TusServer, modules: P
     wait_for(lambda: int(head(url).headers["Upload-Offset"]) > 0)
     kept = int(head(url).headers["Upload-Offset"])
     assert 0 < kept < 64 * MIB
-    result = NodeUpload(modules, {"uploadUrl": url, "path": str(path)}).run()
+    result = NodeUpload(modules, {"uploadUrl": url, "path": str(path),
+                                  "retryDelays": [100, 500, 1000]}).run()
     assert result["event"] == "success", result
     assert digest in stored_digests(server.root)
 

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tus_support import TUS, TusServer, stored_digests
+from tus_support import MIB, TUS, TusServer, stored_digests
 
 MOUNTS = {
     "/files": {},
@@ -714,25 +714,34 @@ class TestWholeUploadDigest:
 # -- locks --------------------------------------------------------------------------
 
 class TestLocks:
-    def test_a_new_patch_takes_over_a_stalled_one(self, server: TusServer,
-                                                  http: httpx.Client) -> None:
-        url = create(http, length=200_000)
-        first = os.urandom(50_000)
+    def stall(self, server: TusServer, http: httpx.Client, data: bytes) -> tuple[str, Any]:
+        """Create an upload for ``data`` and start a PATCH that sends 1 MiB and a
+        bit of it, then stalls; return once the server holds the upload (its
+        first 1 MiB batch is on disk)."""
+        url = create(http, length=len(data))
         sock = raw_request(server, "PATCH", url, {
             "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0",
-            "Content-Length": "200000"}, first)
+            "Content-Length": str(len(data))}, data[: MIB + 50_000])
+        staged = staging(server, "/files") / f"{url.rsplit('/', 1)[1]}.data"
+        wait_for(lambda: staged.stat().st_size >= MIB)
+        return url, sock
+
+    def test_a_new_patch_takes_over_a_stalled_one(self, server: TusServer,
+                                                  http: httpx.Client) -> None:
+        data = os.urandom(3 * MIB)
+        url, sock = self.stall(server, http, data)
         try:
-            time.sleep(0.3)  # the server is now waiting for the rest of that body
             stale = patch(http, url, 0, os.urandom(10))
-            assert stale.status_code == 409  # the stalled request kept its 50,000 bytes
-            assert stale.headers["Upload-Offset"] == "50000"
+            assert stale.status_code == 409  # the stalled request kept what it received
+            kept = int(stale.headers["Upload-Offset"])
+            assert MIB <= kept <= MIB + 50_000
             status, _ = read_response(sock)
             assert status == 409
         finally:
             sock.close()
-        rest = os.urandom(150_000)
-        assert patch(http, url, 50_000, rest).status_code == 204
-        assert hashlib.sha256(first + rest).hexdigest() in stored_digests(server.root)
+        assert offset_of(http, url) == kept
+        assert patch(http, url, kept, data[kept:]).status_code == 204
+        assert hashlib.sha256(data).hexdigest() in stored_digests(server.root)
 
     def test_idle_request_times_out_and_keeps_its_bytes(self, server: TusServer,
                                                         http: httpx.Client) -> None:
@@ -750,14 +759,12 @@ class TestLocks:
 
     def test_delete_takes_over_a_stalled_patch(self, server: TusServer,
                                                http: httpx.Client) -> None:
-        url = create(http, length=100)
-        sock = raw_request(server, "PATCH", url, {
-            "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0",
-            "Content-Length": "100"}, b"x" * 30)
+        url, sock = self.stall(server, http, os.urandom(2 * MIB))
         try:
-            time.sleep(0.3)
             assert http.delete(url).status_code == 204
             assert http.head(url).status_code == 404
+            status, _ = read_response(sock)
+            assert status == 409
         finally:
             sock.close()
 

@@ -242,7 +242,7 @@ def test_lock_is_exclusive_across_processes_and_dies_with_them(staging: Staging)
     assert staging.lock(Staging.new_id(), 0.0) is None
 
 
-def test_sweep(staging: Staging) -> None:
+def test_staging_sweep(staging: Staging) -> None:
     now = time.time()
 
     def make(expires: float | None, state: str = "uploading") -> str:
@@ -411,19 +411,26 @@ def test_plain_on_complete_runs_in_a_worker_thread(store: ContentStore) -> None:
     assert len(store) == 1
 
 
-def test_stats_and_sweep(store: ContentStore) -> None:
-    app = TusApp(store, expire_after=0.5)
+def test_stats(store: ContentStore) -> None:
+    app = TusApp(store, expire_after=None)
     with ThreadServer(app) as url:
         upload(url, b"done")
         location = httpx.post(url + "/", headers={**TUS, "Upload-Length": "10"}).headers[
             "Location"]
         httpx.patch(location, content=b"abc", headers={**TUS, **OCTETS, "Upload-Offset": "0"})
         stats = asyncio.run(app.stats())
-        assert isinstance(stats, TusStats)
-        assert (stats.uploads_active, stats.bytes_received, stats.uploads_completed) == (1, 3, 1)
-        assert stats.bytes_staged == 3 and stats.uploads_expired == 0
-        assert stats.staging_free is not None and stats.staging_free > 0
-        assert len(list(app.uploads())) == 2
+    assert isinstance(stats, TusStats)
+    assert (stats.uploads_active, stats.bytes_received, stats.uploads_completed) == (1, 3, 1)
+    assert stats.bytes_staged == 3 and stats.uploads_expired == 0
+    assert stats.staging_free is not None and stats.staging_free > 0
+    assert len(list(app.uploads())) == 2
+
+
+def test_sweep_forgets_expired_uploads(store: ContentStore) -> None:
+    app = TusApp(store, expire_after=0.5, sweep_interval=3600)
+    with ThreadServer(app) as url:
+        upload(url, b"done")
+        httpx.post(url + "/", headers={**TUS, "Upload-Length": "10"})
         time.sleep(0.6)
         assert asyncio.run(app.stats()).uploads_expired == 2
         assert asyncio.run(app.sweep()) == 2
