@@ -326,6 +326,23 @@ class TestPatch:
         assert hashlib.sha256(sent + rest).hexdigest() in stored_digests(server.root)
 
 
+    def test_every_byte_then_a_disconnect_still_completes(self, http: httpx.Client,
+                                                          server: TusServer) -> None:
+        """A chunked body whose last chunk never comes: all bytes are there, so the
+        upload is committed; its offset never reads complete before that."""
+        data = os.urandom(5000)
+        url = create(http, length=len(data))
+        sock = raw_request(server, "PATCH", url, {
+            "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0",
+            "Transfer-Encoding": "chunked"}, f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        time.sleep(0.2)
+        sock.close()
+        digest = hashlib.sha256(data).hexdigest()
+        wait_for(lambda: offset_of(http, url) == len(data))
+        assert digest in stored_digests(server.root)
+        assert any(c["sha256"] == digest for c in server.completions())
+
+
 # -- creation -----------------------------------------------------------------------
 
 class TestCreation:
@@ -449,6 +466,14 @@ class TestCreationWithUpload:
         response = http.post("/files/", content=b"hello", headers={
             "Upload-Length": "5", "Content-Type": "text/plain"})
         assert response.status_code == 415
+
+    def test_untyped_empty_chunked_post_is_no_data(self, http: httpx.Client) -> None:
+        response = http.post("/files/", content=iter([]), headers={"Upload-Length": "3"})
+        assert response.status_code == 201
+        assert response.headers["Upload-Offset"] == "0"
+        typed = http.post("/files/", content=iter([b"abc"]),
+                          headers={"Upload-Length": "3", "Content-Type": "text/plain"})
+        assert typed.status_code == 415
 
     def test_bad_checksum_in_the_post_keeps_the_upload_at_zero(self, http: httpx.Client) -> None:
         response = http.post("/files/", content=b"hello", headers={

@@ -529,7 +529,7 @@ class TusApp:
         if record.parts is not None:
             raise Reply(403, "the final upload of a concatenation cannot be patched")
         async with self._locked(upload_id, takeover=True) as hold:
-            record = self._live(hold.record)
+            record = self._live(hold.record, allow_expired=True)
             if self._expired(record):
                 await self._forget(upload_id)
                 raise Reply(410, "the upload has expired")
@@ -596,12 +596,17 @@ class TusApp:
             raise Reply(400, "Upload-Length or Upload-Defer-Length: 1 is required")
         if length is not None and self.max_size is not None and length > self.max_size:
             raise Reply(413, f"the upload is larger than the maximum of {self.max_size} bytes")
-        has_body = request.has_body()
+        # creation-with-upload: the body is read when its type says so; an
+        # empty chunked body without a Content-Type (Node's default for a
+        # POST) is no data.
+        content_type = request.header("content-type")
+        has_body = _media_type(content_type) == OFFSET_CONTENT_TYPE
+        if not has_body and request.has_body() and (
+                content_type is not None or request.header("content-length") is not None):
+            raise Reply(415, f"a creation with data needs Content-Type: {OFFSET_CONTENT_TYPE}")
         checksum = None
         limit = length if length is not None else self.max_size
         if has_body:
-            if _media_type(request.header("content-type")) != OFFSET_CONTENT_TYPE:
-                raise Reply(415, f"a creation with data needs Content-Type: {OFFSET_CONTENT_TYPE}")
             checksum = self._checksum(request)
             content_length = parse_uint(request.header("content-length"), "Content-Length")
             if content_length is not None and limit is not None and content_length > limit:
@@ -618,16 +623,17 @@ class TusApp:
         async with self._created(record) as hold:
             try:
                 if length == 0 and not record.partial:
-                    record = await self._commit(hold, record, Appender(hold.data, 0,  # type: ignore[arg-type]
-                                                                       hashlib.sha256(), None), 0)
+                    assert hold.data is not None
+                    empty = Appender(hold.data, 0, hashlib.sha256(), None)
+                    record = await self._commit(hold, record, empty, 0)
                 elif has_body:
                     record, outcome = await self._append(hold, receive, length=length,
                                                          limit=limit, checksum=checksum)
             except Reply as reply:
                 # The upload exists: answer 201 with the bytes kept, so the
                 # client has a URL to resume (or to DELETE).
-                logger.info("tus creation %s kept no data: %s %s", record.id, reply.status,
-                            reply.message)
+                logger.info("tus upload %s: created, but its creation body was refused: %s %s",
+                            record.id, reply.status, reply.message)
                 current: Record | None = await run_in_thread(self.staging.read, record.id)
                 record = current or record
         if outcome == _DISCONNECTED:
@@ -709,6 +715,8 @@ class TusApp:
 
         async def checkpoint() -> None:
             nonlocal recorded
+            if length is not None and app.pos >= length and not record.partial:
+                return  # complete: only the commit may record the last byte
             recorded = await self._record_progress(recorded, app, length)
 
         outcome, error = await self._receive(hold.slot, receive, app, limit=limit,
@@ -729,8 +737,10 @@ class TusApp:
                 raise Reply(460, "Checksum Mismatch: the request's bytes do not match "
                                  "Upload-Checksum and were discarded",
                             {"Upload-Offset": str(recorded.offset)})
-        if (outcome == _COMPLETE and length is not None and app.pos == length
-                and not record.partial):
+        if length is not None and app.pos == length and not record.partial:
+            # Every byte is here (even if the client left after sending the
+            # last one): an offset equal to the length is only ever recorded
+            # with the commit, so clients never see complete what is not stored.
             return await self._commit(hold, recorded, app, length), outcome
         if app.pos != recorded.offset or length != recorded.length:
             recorded = await self._record_progress(recorded, app, length)
