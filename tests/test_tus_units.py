@@ -452,3 +452,19 @@ def test_non_http_scopes_are_refused(store: ContentStore) -> None:
             await app({"type": "websocket"}, receive, send)
 
     asyncio.run(main())
+
+
+def test_no_file_system_call_runs_on_the_event_loop(tmp_path: Path) -> None:
+    """Every file the app opens, removes, renames or truncates, it does so in a
+    worker thread: an audit hook in a server process (tests/tus_loop_audit.py)
+    records the calls made on the event loop's thread for every kind of request."""
+    import json
+
+    script = Path(__file__).with_name("tus_loop_audit.py")
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.splitlines()[-1])
+    assert report["completed"] == 2
+    assert report["elsewhere"] > 20  # the hook does see the app's file work...
+    assert report["on_loop"] == []  # ...and none of it on the loop

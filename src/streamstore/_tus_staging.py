@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ._errors import StorageError, storage_error
-from ._pending import fsync, fsync_directory, sweep_temp
+from ._pending import WRITEBACK_STEP, _start_writeback, fsync, fsync_directory, sweep_temp
 from ._sync import store_from_reader
 
 try:
@@ -278,10 +278,15 @@ class Appender:
         self.pos = offset
         self.hasher = hasher
         self.checksum = checksum
+        self._writeback_at = offset + WRITEBACK_STEP
 
     def write(self, chunks: list[bytes]) -> None:
         """Append ``chunks`` and hash them."""
         self.pos += self.data.write(self.pos, chunks)
+        if self.data.durable and self.pos >= self._writeback_at:
+            # start writing back now, so the fsync that acknowledges has less to do
+            self._writeback_at = self.pos + WRITEBACK_STEP
+            _start_writeback(self.data.fd)
         update = self.hasher.update
         for chunk in chunks:
             update(chunk)

@@ -949,9 +949,13 @@ class TusApp:
             record = await run_in_thread(self.staging.read, upload_id)
             yield _Hold(slot, record, data)
         finally:
-            if data is not None:
-                data.close()
-            self._release(upload_id, slot)
+            try:
+                if data is not None:
+                    # in a worker too: closing the last descriptor of a removed
+                    # file frees its blocks, which takes a while for a big one
+                    await run_in_thread(data.close)
+            finally:
+                self._release(upload_id, slot)
 
     @contextlib.asynccontextmanager
     async def _created(self, record: Record) -> AsyncIterator[_Hold]:
@@ -966,9 +970,11 @@ class TusApp:
                 raise _storage_reply(exc) from exc
             yield _Hold(slot, record, data)
         finally:
-            if data is not None:
-                data.close()
-            self._release(record.id, slot)
+            try:
+                if data is not None:
+                    await run_in_thread(data.close)
+            finally:
+                self._release(record.id, slot)
 
     async def _acquire(self, upload_id: str, takeover: bool) -> _Slot:
         """Take the upload's in-process lock.  If a request holds it, wait up to
