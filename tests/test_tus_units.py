@@ -373,6 +373,19 @@ def upload(url: str, data: bytes, metadata: str = "") -> str:
     return str(location)
 
 
+def test_location_under_a_server_root_path(store: ContentStore) -> None:
+    """Served alone behind a proxy that strips /api (uvicorn --root-path /api)."""
+    app = TusApp(store)
+    server = ThreadServer(app)
+    server.server.config.root_path = "/api"
+    with server as url:
+        response = httpx.post(url + "/", headers={**TUS, "Upload-Length": "1"})
+        location = response.headers["Location"]
+        assert location.startswith(url + "/api/")
+        upload_id = location.rsplit("/", 1)[1]
+        assert httpx.head(f"{url}/{upload_id}", headers=TUS).status_code == 200
+
+
 def test_async_on_complete_runs_on_the_event_loop(store: ContentStore) -> None:
     calls: list[tuple[CompletedUpload, bool]] = []
 

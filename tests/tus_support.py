@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -139,13 +140,15 @@ def node_modules() -> Path | None:
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     target = cache / "streamstore-tests" / f"tus-js-client-{TUS_JS_VERSION}"
     marker = target / "node_modules" / "tus-js-client" / "package.json"
-    if not marker.exists():
-        target.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            ["npm", "install", "--no-audit", "--no-fund", "--no-save", "--prefix", str(target),
-             f"tus-js-client@{TUS_JS_VERSION}"],
-            check=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300,
-        )
+    target.mkdir(parents=True, exist_ok=True)
+    with open(target / ".install-lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two test runs installing at once
+        if not marker.exists():
+            subprocess.run(
+                ["npm", "install", "--no-audit", "--no-fund", "--no-save", "--prefix",
+                 str(target), f"tus-js-client@{TUS_JS_VERSION}"],
+                check=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300,
+            )
     return target / "node_modules"
 
 
