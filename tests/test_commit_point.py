@@ -59,8 +59,8 @@ class GatedSink:
 
 
 async def wait_for_event(event: threading.Event) -> None:
-    while not event.is_set():
-        await asyncio.sleep(0.001)
+    """Wait on the event loop for a threading.Event set in a worker thread."""
+    assert await asyncio.to_thread(event.wait, 10)
 
 
 @pytest.mark.asyncio

@@ -251,7 +251,7 @@ def test_on_commit_runs_after_the_bytes_are_visible(tmp_path: Path) -> None:
 def test_on_abort_runs_in_reverse_for_hooks_that_started(tmp_path: Path) -> None:
     log: list[Any] = []
     hooks = [Tx(log, "a"), Tx(log, "b", fail="start"), Tx(log, "c")]
-    with pytest.raises(RuntimeError, match="b.start"):
+    with pytest.raises(RuntimeError, match=r"b\.start"):
         ss.store_from_reader(b"x", tmp_path / "f", hooks=hooks)
     assert log == [("a", "start", None), ("b", "start", None),
                    ("b", "abort", "RuntimeError"), ("a", "abort", "RuntimeError")]
@@ -268,7 +268,7 @@ def test_a_failing_on_abort_is_a_note_on_the_original(tmp_path: Path) -> None:
 def test_a_failing_on_commit_carries_the_committed_result(tmp_path: Path) -> None:
     log: list[Any] = []
     hooks = [Tx(log, "a", fail="commit"), Tx(log, "b")]
-    with pytest.raises(RuntimeError, match="a.commit") as info:
+    with pytest.raises(RuntimeError, match=r"a\.commit") as info:
         ss.store_from_reader(b"new", tmp_path / "f", hooks=hooks)
     committed = info.value.committed  # type: ignore[attr-defined]
     assert committed.sha256 == sha(b"new") and (tmp_path / "f").read_bytes() == b"new"
