@@ -146,20 +146,6 @@ def test_short_of_space_is_507(tmp_path: Path) -> None:
         svc.close()
 
 
-def test_an_s3_store_needs_its_extra(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, str(EXAMPLE), "--store", "s3://bucket/prefix", "--staging",
-         str(tmp_path)], capture_output=True, text=True, timeout=60,
-        env={**os.environ, "PYTHONPATH": ""})
-    try:
-        import streamstore.s3  # noqa: F401
-    except ImportError:
-        assert proc.returncode != 0
-        assert "streamstore[s3]" in proc.stderr
-    else:  # pragma: no cover - once the s3 extra exists, it needs a server to talk to
-        pytest.skip("streamstore.s3 is installed: the S3 path is tested with a server")
-
-
 def test_digest_from_the_upload_url(service: Service, tmp_path: Path) -> None:
     """The upload URL tells where the object is (Repr-Digest, RFC 9530)."""
     path = tmp_path / "b.bin"

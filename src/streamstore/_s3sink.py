@@ -572,12 +572,17 @@ class S3Sink:
     def _put_args(self, result: StoreResult) -> dict[str, Any]:
         """Arguments of the one-part ``PutObject`` (digest known: checksum and metadata)."""
         body: _Body | bytes = b""
+        # The checksum is of the bytes this sink received, hashed here (at most
+        # one part): under a transforming sink (EncryptedSink) they are not the
+        # stream result.sha256 describes.
+        sent = hashlib.sha256()
         if self._buf is not None and self._fill:
             body = self._body = _Body(self._buf, self._fill)
+            sent.update(memoryview(self._buf)[: self._fill])
         return {
             **self.extra_args,
             "Bucket": self.bucket, "Key": self.key, "Body": body,
-            "ContentLength": self._fill, "ChecksumSHA256": _b64(result.sha256),
+            "ContentLength": self._fill, "ChecksumSHA256": _b64(sent.hexdigest()),
             "Metadata": {**self._user_metadata, SHA256_KEY: result.sha256, NONCE_KEY: self.nonce},
         }
 
@@ -589,7 +594,7 @@ class S3Sink:
         return {
             "Bucket": self.bucket, "Key": self._upload_key(), "UploadId": self.upload_id,
             "MultipartUpload": {"Parts": parts}, "ChecksumType": "FULL_OBJECT",
-            "MpuObjectSize": result.size,
+            "MpuObjectSize": self._size,
             self.checksum.param: self.checksum.encode(self._full_crc),
         }
 
