@@ -190,11 +190,11 @@ def _streamstore(durable: bool) -> Callable[[list[Opener], Path], tuple[list[str
 def _one_thread(run: Callable[[list[Opener], Path], tuple[list[str], list[Path]]]
                 ) -> Callable[[list[Opener], Path], tuple[list[str], list[Path]]]:
     def before(sources: list[Opener], out: Path) -> tuple[list[str], list[Path]]:
-        from streamstore._core import Operation
-        from streamstore._pending import PendingFile
+        import streamstore._pending
+        from streamstore._core import Ingest
 
-        Operation.hash_thread_after = None  # no hashing thread
-        PendingFile._writeback_at = 1 << 62  # no early writeback
+        Ingest.hash_thread_after = None  # no hashing thread
+        streamstore._pending.WRITEBACK_STEP = 1 << 62  # no early writeback
         return run(sources, out)
 
     before.__doc__ = f"{run.__doc__}, with the pipeline switched off (the 'before')"
@@ -345,7 +345,11 @@ CONTENDERS: dict[str, tuple[Callable[..., tuple[list[str], list[Path]]], str, bo
     "store_from_reader (memory iterable)": (c_ss_mem, "memory", True, "", "streamstore"),
     "astore_from_reader (memory async iterable)": (c_ss_async_mem, "memory", True, "",
                                                    "streamstore"),
+    # The same code paths run on an older streamstore checkout (--baseline SRC).
+    "store_from_reader [before]": (_streamstore(True), "stream", True, "", "before"),
+    "ContentStore.put [before]": (c_contentstore, "stream", True, "", "before"),
 }
+BEFORE = [name for name in CONTENDERS if name.endswith(" [before]")]
 
 OPTIONAL_MODULES = ("atomicwrites", "django")
 
@@ -383,8 +387,10 @@ def missing_reason(contender: str) -> str | None:
 
 def child_main(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one contender once (or only the setup, for the baseline) and report."""
-    _import_all()
     name = spec["contender"]
+    if name in BEFORE:
+        sys.path.insert(0, spec["baseline_src"])  # the older streamstore, imported next
+    _import_all()
     out = Path(spec["out"])
     out.mkdir(parents=True, exist_ok=True)
     paths_in = [Path(p) for p in spec["inputs"]]
@@ -455,11 +461,13 @@ def _case(**fields: Any) -> dict[str, Any]:
     return fields
 
 
-def cases(quick: bool) -> list[dict[str, Any]]:
+def cases(quick: bool, baseline: bool = False) -> list[dict[str, Any]]:
     """The measured cases: (label, size, count, source, contenders, repeats)."""
     off = ["store_from_reader, pipeline off", "store_from_reader durable=False, pipeline off"]
-    big = ["sha256 in memory", "write+fsync from memory", "cp + sync", *STREAM_ALL, *off]
-    small = ["write+fsync from memory", *STREAM_ALL]
+    before = BEFORE if baseline else []
+    big = ["sha256 in memory", "write+fsync from memory", "cp + sync", *STREAM_ALL, *off,
+           *before]
+    small = ["write+fsync from memory", *STREAM_ALL, *before]
     pipe = ["plain drain", "plain drain + fsync", "textbook tee loop", "store_from_reader",
             "store_from_reader durable=False", "astore_from_reader", *off]
     mem = ["store_from_reader (memory iterable)", "astore_from_reader (memory async iterable)"]
@@ -561,7 +569,7 @@ def run_case(case: dict[str, Any], work: Path, pause: float) -> dict[str, Any]:
             spec = {
                 "contender": name, "inputs": [str(p) for p in inputs], "out": str(out),
                 "size": case["size"], "source": case["source"], "baseline_kind": kind,
-                "verify": rep == 0,
+                "verify": rep == 0, "baseline_src": case.get("baseline_src", ""),
             }
             if name == "baseline":
                 # one baseline per input kind the case uses (memory sources hold the bytes)
@@ -849,6 +857,9 @@ def main() -> None:
     parser.add_argument("--update-doc", action="store_true",
                         help="rewrite the generated part of docs/performance.md")
     parser.add_argument("--render", type=Path, help="render a saved results JSON; run nothing")
+    parser.add_argument("--baseline", type=Path,
+                        help="the src/ directory of an older streamstore checkout: also run "
+                        "its store_from_reader and ContentStore.put ([before]) side by side")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -865,7 +876,9 @@ def main() -> None:
         began = time.monotonic()
         results = []
         try:
-            for case in cases(args.quick):
+            for case in cases(args.quick, baseline=args.baseline is not None):
+                if args.baseline is not None:
+                    case["baseline_src"] = str(args.baseline.resolve())
                 if args.only and not any(case["label"].startswith(o) for o in args.only):
                     continue
                 if args.repeats is not None:

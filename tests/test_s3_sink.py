@@ -582,3 +582,26 @@ def test_overwrite_false_holds_where_complete_ignores_if_none_match(
         ss.store_from_reader(data_of(2 * PART + 1), sink(client, s3_bucket, overwrite=False))
     assert body(s3_client, s3_bucket, "obj") == b"existing"
     assert_clean(s3_client, s3_bucket, ["obj"])
+
+
+def test_an_interrupt_as_the_upload_is_created_leaves_no_upload(
+        s3_server: S3Server, s3_client: Any, s3_bucket: str) -> None:
+    """A SIGINT arrives just as the server's answer to CreateMultipartUpload
+    comes in: the upload exists on the server, the caller never sees its id,
+    and the abort must still find and remove it."""
+    import threading
+    import time
+
+    client = s3_server.client()
+    main = threading.get_ident()
+
+    def answered(**kwargs: Any) -> None:
+        if threading.get_ident() == main:
+            raise KeyboardInterrupt  # the request ran in the thread the signal interrupts
+        signal.pthread_kill(main, signal.SIGINT)  # it ran elsewhere: the waiting thread is hit
+        time.sleep(0.2)
+
+    client.meta.events.register("response-received.s3.CreateMultipartUpload", answered)
+    with pytest.raises(KeyboardInterrupt):
+        ss.store_from_reader(data_of(3 * PART), sink(client, s3_bucket))
+    assert_clean(s3_client, s3_bucket)

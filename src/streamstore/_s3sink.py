@@ -288,6 +288,7 @@ class S3Sink:
         self._pool: cf.ThreadPoolExecutor | None = None
         self._cancel = threading.Event()
         self._size = 0
+        self._creating: cf.Future[str] | None = None
         self._full_crc: int | None = None
         self._final: StoreResult | None = None
 
@@ -440,6 +441,10 @@ class S3Sink:
         self._cancel.set()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
+        creating = self._creating
+        if (self.upload_id is None and creating is not None and not creating.cancelled()
+                and creating.exception() is None):
+            self.upload_id = creating.result()  # created, though we never saw the answer
         self._inflight.clear()
         self._release()
         upload_id = self.upload_id
@@ -465,15 +470,21 @@ class S3Sink:
         return {**self._user_metadata, NONCE_KEY: self.nonce}
 
     def _create_upload(self) -> None:
-        key = self._upload_key()
+        # The request runs in the pool, not here: an interrupt (a signal
+        # handler's KeyboardInterrupt) can only land in this thread's wait, so
+        # abort() still learns the id of an upload the server created.
+        self._pool = cf.ThreadPoolExecutor(self.max_concurrency,
+                                           thread_name_prefix="streamstore-s3")
+        self._creating = self._pool.submit(self._create_request, self._upload_key())
+        self.upload_id = self._creating.result()
+
+    def _create_request(self, key: str) -> str:
         with s3_errors("CreateMultipartUpload", self.bucket, key):
             response = self.client.create_multipart_upload(
                 Bucket=self.bucket, Key=key, Metadata=self._create_metadata(),
                 ChecksumAlgorithm=self.checksum.name, ChecksumType="FULL_OBJECT",
                 **self.extra_args)
-        self.upload_id = str(response["UploadId"])
-        self._pool = cf.ThreadPoolExecutor(self.max_concurrency,
-                                           thread_name_prefix="streamstore-s3")
+        return str(response["UploadId"])
 
     def _hand_off(self) -> None:
         """The current buffer is a full part and more bytes follow: upload it."""
