@@ -96,6 +96,8 @@ def split_options(
 
 
 def _check_hooks(hooks: object) -> list[Hook]:
+    if hooks == ():
+        return []
     if isinstance(hooks, Hook):
         raise TypeError("hooks must be a sequence of Hook objects; wrap a single hook: [hook]")
     if not isinstance(hooks, Sequence) or isinstance(hooks, (str, bytes)):
@@ -139,6 +141,8 @@ def _check_limit(limit: object) -> SizeLimit | None:
 
 def check_sink(sink: object) -> Sink:
     """``sink`` if it has the Sink protocol's required methods; TypeError otherwise."""
+    if type(sink).__module__.partition(".")[0] == "streamstore":
+        return sink  # type: ignore[return-value]  # one of ours
     missing = [name for name in ("write", "commit", "abort")
                if not callable(getattr(sink, name, None))]
     if missing:
@@ -193,10 +197,10 @@ class Ingest:
 
     def __init__(self, sink: Sink, options: Mapping[str, Any] | None = None, *,
                  dest: Any = None) -> None:
-        opts: dict[str, Any] = dict(options or {})
-        unknown = set(opts) - INGEST_OPTIONS
-        if unknown:
-            raise TypeError(f"unexpected option(s): {', '.join(sorted(unknown))}")
+        opts: Mapping[str, Any] = options or {}
+        if not INGEST_OPTIONS.issuperset(opts):
+            unknown = sorted(set(opts) - INGEST_OPTIONS)
+            raise TypeError(f"unexpected option(s): {', '.join(unknown)}")
         self.sink = check_sink(sink)
         self.dest = dest
         """The local path errors carry as ``.dest`` (None for other sinks)."""

@@ -24,7 +24,6 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
@@ -304,13 +303,13 @@ class LocalObjectSink(TempSink):
         self.flush()
         self._digest = result.sha256
         path = self.backend.object_path(result.sha256)
-        return replace(result, path=path, location=str(path))
+        return StoreResult(path, result.size, result.sha256, str(path))
 
     def _final_result(self, result: StoreResult) -> StoreResult:
         if self._digest is None:
             self._digest = result.sha256
         path = self.backend.object_path(result.sha256)
-        return replace(result, path=path, location=str(path))
+        return StoreResult(path, result.size, result.sha256, str(path))
 
     def publish(self) -> None:
         """Create the shard directories, then link the temp at the object's path."""

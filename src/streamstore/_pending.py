@@ -33,7 +33,6 @@ import sys
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 from ._errors import DestinationExistsError, DiskFullError, StorageError, storage_error
@@ -139,7 +138,8 @@ def open_into(holder: list[int], path: StrPath, flags: int, mode: int = 0o777, *
     ``list.extend`` consumes the ``map`` without running bytecode in between,
     so the descriptor is in ``holder`` as soon as it exists.
     """
-    holder.extend(map(functools.partial(os.open, dir_fd=dir_fd), (path,), (flags,), (mode,)))
+    opener = os.open if dir_fd is None else functools.partial(os.open, dir_fd=dir_fd)
+    holder.extend(map(opener, (path,), (flags,), (mode,)))
     return holder[-1]
 
 
@@ -286,8 +286,6 @@ class TempSink:
         self.dest_name = dest_name
         self.durable = durable
         self.mode = mode
-        self.temp_path: Path | None = None
-        """The temp file's path once created (for messages and tests)."""
         self._fds = Fds()  # [directory fd, temp fd]: see open_into/close_all
         self._temp: list[str | None] = [None]  # the temp file's name while it is ours
         # Dropped without commit() or abort() (an interrupt at the entry of a
@@ -301,6 +299,7 @@ class TempSink:
         self._writeback_at = WRITEBACK_STEP
         self._synced = False
         self._visible_done = False
+        self._temp_created: str | None = None
 
     # -- life cycle -----------------------------------------------------------------
 
@@ -364,7 +363,7 @@ class TempSink:
                 st = os.fstat(fd)
                 if st.st_nlink > 0:
                     self._ino = (st.st_dev, st.st_ino)
-                    self.temp_path = Path(self.directory, name)
+                    self._temp_created = name
                     if _fault_plans:  # test seam only (streamstore.testing.fail_storage)
                         for plan in tuple(_fault_plans):
                             plan(self)
@@ -374,6 +373,12 @@ class TempSink:
             close_all(fds, keep=1)
         raise StorageError(errno.EEXIST, os.strerror(errno.EEXIST), self.directory,
                            dest=self.dest, message="could not create a unique temp file")
+
+    @property
+    def temp_path(self) -> Path | None:
+        """The temp file's path once created (for messages and tests)."""
+        name = self._temp_created
+        return None if name is None else Path(self.directory, name)
 
     def _before_create(self, dir_fd: int) -> None:
         """Checks a subclass makes before the temp file exists."""
@@ -430,7 +435,7 @@ class TempSink:
     def prepare(self, result: StoreResult) -> StoreResult:
         """Flush (mode, fsync) and return ``result`` with the destination filled in."""
         self.flush()
-        return replace(result, path=self.dest, location=str(self.dest))
+        return StoreResult(self.dest, result.size, result.sha256, str(self.dest))
 
     def commit(self, result: StoreResult) -> StoreResult:
         """Publish the temp file (the commit point), then finish: close, fsync the directory."""
@@ -443,7 +448,7 @@ class TempSink:
 
     def _final_result(self, result: StoreResult) -> StoreResult:
         if result.path is None:
-            result = replace(result, path=self.dest, location=str(self.dest))
+            result = StoreResult(self.dest, result.size, result.sha256, str(self.dest))
         return result
 
     def publish(self) -> None:
