@@ -79,7 +79,7 @@ def test_over_the_limit_is_413_and_nothing_is_stored(server: tuple[str, str, int
         response = client.post("/small", files={"a": ("a", small, "x/y"),
                                                 "b": ("b", large, "x/y")})
     assert response.status_code == 413
-    assert response.text == "upload too large: the limit is 1000 bytes\n"
+    assert response.text == "the upload is larger than the limit of 1000 bytes\n"
     assert stored(media) == before
     assert temp_files(media) == []
 

@@ -113,7 +113,7 @@ def test_a_file_over_the_limit_is_413_and_nothing_is_stored(media: Path) -> None
     body = multipart(files=[("a", "a.bin", "application/x", b"x" * 1001)])
     response = post(Client(), "/small", body)
     assert response.status_code == 413
-    assert response.content == b"upload too large: the limit is 1000 bytes\n"
+    assert response.content == b"the upload is larger than the limit of 1000 bytes\n"
     assert stored(media) == set()
     assert_clean(media)
 

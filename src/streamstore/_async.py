@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 __all__ = [
     "AsyncWriter",
     "aopen_writer",
+    "join_worker",
+    "settle",
+    "submit",
     "afail",
     "arun_ingest",
     "astore_from_reader",
@@ -54,13 +57,14 @@ def _call(fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         raise RuntimeError(f"{getattr(fn, '__qualname__', fn)} raised StopIteration") from exc
 
 
-def _submit(fn: Callable[..., T], *args: object) -> asyncio.Future[T]:
+def submit(fn: Callable[..., T], *args: object) -> asyncio.Future[T]:
+    """Run ``fn(*args)`` in the default executor (in this context); its future."""
     loop = asyncio.get_running_loop()
     ctx = contextvars.copy_context()
     return loop.run_in_executor(None, ctx.run, _call, fn, args)
 
 
-async def _settle(future: asyncio.Future[Any]) -> bool:
+async def settle(future: asyncio.Future[Any]) -> bool:
     """Wait until ``future`` is done, whatever happens to the calling task; never
     raise.  True if the task was cancelled meanwhile."""
     cancelled = False
@@ -74,20 +78,20 @@ async def _settle(future: asyncio.Future[Any]) -> bool:
     return cancelled
 
 
-async def _join(future: asyncio.Future[T]) -> T:
+async def join_worker(future: asyncio.Future[T]) -> T:
     """Await a worker's result; if the task is cancelled, re-raise that only
     after the worker has finished, so cleanup never races a write in flight."""
     try:
         return await asyncio.shield(future)
     except asyncio.CancelledError:
-        await _settle(future)
+        await settle(future)
         raise
 
 
 async def run_in_thread(fn: Callable[..., T], *args: object) -> T:
     """Run ``fn(*args)`` in the default executor without ever abandoning it
-    (see :func:`_join`)."""
-    return await _join(_submit(fn, *args))
+    (see :func:`join_worker`)."""
+    return await join_worker(submit(fn, *args))
 
 
 def _rerequest_cancellation() -> None:
@@ -105,11 +109,11 @@ def _rerequest_cancellation() -> None:
 async def _afinish(ingest: Ingest) -> StoreResult:
     """``ingest.finish()`` in a worker.  Cancelled meanwhile: if the store
     committed, return (or raise) its outcome and re-request the cancellation."""
-    future = _submit(ingest.finish)
+    future = submit(ingest.finish)
     try:
         return await asyncio.shield(future)
     except asyncio.CancelledError:
-        await _settle(future)
+        await settle(future)
         error = future.exception()
         if error is None:
             _rerequest_cancellation()
@@ -123,8 +127,8 @@ async def _afinish(ingest: Ingest) -> StoreResult:
 async def afail(ingest: Ingest, exc: BaseException) -> BaseException:
     """``ingest.fail(exc)`` in a worker, run to the end even if the task is
     cancelled meanwhile (the cancellation is then requested again)."""
-    future = _submit(ingest.fail, exc)
-    cancelled = await _settle(future)
+    future = submit(ingest.fail, exc)
+    cancelled = await settle(future)
     if cancelled and not isinstance(exc, asyncio.CancelledError):
         _rerequest_cancellation()
     error = future.exception()
@@ -154,9 +158,9 @@ class _Batcher:
     async def _hand_over(self) -> None:
         if self.in_flight is not None:
             future, self.in_flight = self.in_flight, None
-            await _join(future)
+            await join_worker(future)
         batch, self.batch, self.batched = self.batch, [], 0
-        self.in_flight = _submit(self.ingest.feed_all, batch)
+        self.in_flight = submit(self.ingest.feed_all, batch)
 
     async def drain(self) -> None:
         """Feed everything queued and wait until it is written."""
@@ -164,12 +168,12 @@ class _Batcher:
             await self._hand_over()
         if self.in_flight is not None:
             future, self.in_flight = self.in_flight, None
-            await _join(future)
+            await join_worker(future)
 
     async def settle(self) -> None:
         """After a failure: wait for the batch in flight, whatever it raises."""
         future, self.in_flight = self.in_flight, None
-        if future is not None and await _settle(future):
+        if future is not None and await settle(future):
             _rerequest_cancellation()
 
 

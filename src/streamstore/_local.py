@@ -43,7 +43,7 @@ try:
 except ImportError:  # pragma: no cover - not POSIX
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["OBJECT_MODE", "LocalBackend", "LocalObjectSink"]
+__all__ = ["OBJECT_MODE", "LocalBackend", "LocalObjectSink", "unlink"]
 
 T = TypeVar("T")
 _drain: Callable[[Iterator[None]], object] = functools.partial(collections.deque, maxlen=0)
@@ -63,7 +63,8 @@ def _scandir(directory: Path) -> Iterator[os.DirEntry[str]]:
         return
 
 
-def _unlink(path: Path) -> bool:
+def unlink(path: Path) -> bool:
+    """Remove the file at ``path``: False if it was not there; StorageError on failure."""
     try:
         os.unlink(path)
     except FileNotFoundError:
@@ -247,8 +248,8 @@ class LocalBackend:
                 return False
             # Metadata first: a crash in between leaves an object without
             # metadata, never metadata without its object.
-            _unlink(self.meta_path(digest))
-            removed = _unlink(self.object_path(digest))
+            unlink(self.meta_path(digest))
+            removed = unlink(self.object_path(digest))
             if removed and self.durable:
                 try:
                     fsync_directory(shard)

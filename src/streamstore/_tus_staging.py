@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ._errors import StorageError, storage_error
+from ._local import unlink
 from ._pending import WRITEBACK_STEP, _start_writeback, fsync, fsync_directory, sweep_temp
 from ._sync import store_from_reader
 
@@ -374,7 +375,7 @@ class Staging:
             self.write(record)  # its directory fsync also persists the data file's name
         except BaseException:
             data.close()
-            _unlink(path)
+            unlink(path)
             raise
         return data
 
@@ -404,8 +405,8 @@ class Staging:
     def remove(self, upload_id: str) -> bool:
         """Remove the record, then the data (a crash in between leaves an
         orphaned data file, which :meth:`sweep` removes).  False if neither existed."""
-        removed = _unlink(self.info_path(upload_id))
-        removed = _unlink(self.data_path(upload_id)) or removed
+        removed = unlink(self.info_path(upload_id))
+        removed = unlink(self.data_path(upload_id)) or removed
         if removed and self.durable:
             try:
                 fsync_directory(self.directory)
@@ -416,7 +417,7 @@ class Staging:
 
     def drop_data(self, upload_id: str) -> None:
         """Remove a finished upload's data file (its record stays)."""
-        _unlink(self.data_path(upload_id))
+        unlink(self.data_path(upload_id))
 
     def free_bytes(self) -> int | None:
         """Bytes free for an unprivileged writer on the staging filesystem (None: unknown)."""
@@ -516,7 +517,7 @@ class Staging:
                 continue
             try:
                 if not os.path.exists(self.info_path(upload_id)):
-                    removed += _unlink(path)
+                    removed += unlink(path)
             finally:
                 data.close()
         return removed
@@ -539,11 +540,3 @@ def _flock(fd: int, timeout: float) -> bool:
         time.sleep(_LOCK_POLL)
 
 
-def _unlink(path: Path) -> bool:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        return False
-    except OSError as exc:
-        raise storage_error(exc, dest=path, message=f"cannot remove {path}") from exc
-    return True

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import functools
 import hashlib
 import inspect
 import logging
@@ -35,7 +34,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ._async import run_in_thread
+from ._async import join_worker, run_in_thread, settle, submit
 from ._errors import (
     DiskFullError,
     HashMismatchError,
@@ -258,36 +257,6 @@ def _first(value: str | None) -> str | None:
 
 def _media_type(value: str | None) -> str:
     return (value or "").split(";", 1)[0].strip().lower()
-
-
-def _start(fn: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
-    """Run ``fn(*args)`` in the default executor; the future of its result."""
-    return asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args))
-
-
-async def _settle(future: asyncio.Future[Any]) -> None:
-    """Wait until a worker's future is done, even if this task is cancelled
-    meanwhile (the cancellation is re-raised afterwards); never raises the
-    future's own exception."""
-    cancelled = False
-    while not future.done():
-        try:
-            await asyncio.wait([future])
-        except asyncio.CancelledError:
-            cancelled = True
-    if not future.cancelled():
-        future.exception()
-    if cancelled:
-        raise asyncio.CancelledError
-
-
-async def _wait(future: asyncio.Future[_T]) -> _T:
-    """The worker's result; a cancellation waits for the worker first."""
-    try:
-        return await asyncio.shield(future)
-    except asyncio.CancelledError:
-        await _settle(future)
-        raise
 
 
 def _uncancel() -> None:
@@ -791,13 +760,13 @@ class TusApp:
                     if batched >= _BATCH:
                         if pending is not None:
                             future, pending = pending, None
-                            await _wait(future)
-                        pending = _start(app.write, batch)
+                            await join_worker(future)
+                        pending = submit(app.write, batch)
                         batch, batched = [], 0
                         if checkpoint is not None and every is not None and (
                                 received - checkpointed >= every):
                             future, pending = pending, None
-                            await _wait(future)
+                            await join_worker(future)
                             await checkpoint()
                             checkpointed = app.pos
                 if not message.get("more_body", False):
@@ -805,15 +774,15 @@ class TusApp:
             if outcome != _TOO_LARGE:
                 if pending is not None:
                     future, pending = pending, None
-                    await _wait(future)
+                    await join_worker(future)
                 if batch:
                     await run_in_thread(app.write, batch)
         except Exception as exc:
             return _FAILED, exc
         finally:
             watchdog.cancel()
-            if pending is not None:
-                await _settle(pending)
+            if pending is not None and await settle(pending):
+                raise asyncio.CancelledError
         return outcome, None
 
     async def _record_progress(self, record: Record, app: Appender,

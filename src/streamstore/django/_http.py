@@ -7,17 +7,12 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 
-from .._errors import (
-    DiskFullError,
-    HashMismatchError,
-    MultipartError,
-    PartialWriteError,
-    SourceError,
-    TooLargeError,
-    TooSmallError,
-)
+from .. import http
+from .._errors import StreamStoreError
 
 __all__ = ["UploadErrorMiddleware", "error_response", "status_for"]
+
+_UPLOAD_STATUSES = frozenset({400, 413, 507})
 
 
 def status_for(exc: BaseException) -> int | None:
@@ -28,47 +23,24 @@ def status_for(exc: BaseException) -> int | None:
     :class:`~streamstore.HashMismatchError`,
     :class:`~streamstore.PartialWriteError`, :class:`~streamstore.MultipartError`
     and :class:`~streamstore.SourceError` (the client's body broke off) are
-    400.  Anything else (a storage failure, a bug) is the server's: ``None``,
-    left to Django's 500.
+    400 (the statuses of :func:`streamstore.http.status_for`).  Anything else
+    (a storage failure, a bug) is the server's: ``None``, left to Django's 500.
     """
-    if isinstance(exc, TooLargeError):
-        return 413
-    if isinstance(exc, DiskFullError):
-        return 507
-    if isinstance(exc, (TooSmallError, HashMismatchError, PartialWriteError, MultipartError,
-                        SourceError)):
-        return 400
-    return None
-
-
-def _reason(exc: BaseException) -> str:
-    # Messages of storage errors name server paths: the client gets these instead.
-    if isinstance(exc, TooLargeError):
-        return f"upload too large: the limit is {exc.limit} bytes"
-    if isinstance(exc, TooSmallError):
-        return f"upload too small: the minimum is {exc.limit} bytes"
-    if isinstance(exc, DiskFullError):
-        return "insufficient storage for this upload"
-    if isinstance(exc, HashMismatchError):
-        return "the upload does not match its declared SHA-256"
-    if isinstance(exc, PartialWriteError):
-        return "the upload ended before its declared size"
-    if isinstance(exc, MultipartError):
-        return "malformed multipart/form-data body"
-    return "the upload was interrupted"
+    status = http.status_for(exc)
+    return status if status in _UPLOAD_STATUSES else None
 
 
 def error_response(exc: BaseException) -> HttpResponse | None:
     """A plain-text :class:`~django.http.HttpResponse` answering ``exc`` with
     :func:`status_for`'s status, or ``None`` when ``exc`` is no client error.
 
-    The body never repeats the exception's message (which can name server
-    paths); a 507 also carries ``Retry-After: 60``.
+    The body is :func:`streamstore.http.error_detail`'s message, which never
+    names a server path; a 507 also carries ``Retry-After: 60``.
     """
     status = status_for(exc)
-    if status is None:
+    if status is None or not isinstance(exc, StreamStoreError):
         return None
-    response = HttpResponse(_reason(exc) + "\n", status=status,
+    response = HttpResponse(http.error_detail(exc) + "\n", status=status,
                             content_type="text/plain; charset=utf-8")
     if status == 507:
         response["Retry-After"] = "60"
