@@ -74,10 +74,9 @@ def open_store(config: Config) -> ContentStore:
     if not config.store.startswith("s3://"):
         return ContentStore(config.store, reserve=config.reserve)
     try:
-        import boto3  # type: ignore[import-not-found, import-untyped, unused-ignore]
-        from streamstore.s3 import (  # type: ignore[import-not-found, unused-ignore]
-            S3Backend,
-        )
+        import boto3
+
+        from streamstore.s3 import S3Backend
     except ImportError as exc:
         raise SystemExit(f"an s3:// store needs boto3 and streamstore.s3 "
                          f"(pip install 'streamstore[s3]'): {exc}") from None

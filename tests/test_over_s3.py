@@ -185,3 +185,31 @@ def test_an_encrypted_sink_over_an_s3_sink(s3_client: Any, s3_bucket: str, size:
     body = s3_client.get_object(Bucket=s3_bucket, Key=f"backup-{size}")["Body"].read()
     with open_decrypted(io.BytesIO(body), ring) as f:
         assert f.read() == data
+
+
+def test_encrypted_s3_store_from_the_command_line(tmp_path: Path, s3_server: S3Server,
+                                                  s3_bucket: str) -> None:
+    keys = tmp_path / "keys"
+    env = aws_env(s3_server)
+    keygen = subprocess.run([sys.executable, "-m", "streamstore", "keygen", "k1"],
+                            capture_output=True, check=True, env=env)
+    keys.write_bytes(keygen.stdout)
+    data = os.urandom(6 * 1024 * 1024 + 3)
+    (tmp_path / "in.bin").write_bytes(data)
+    store = f"s3://{s3_bucket}/enc"
+
+    def cli(*args: str) -> subprocess.CompletedProcess[bytes]:
+        proc = subprocess.run([sys.executable, "-m", "streamstore", *args, "--key-file",
+                               str(keys), "--endpoint-url", s3_server.endpoint],
+                              capture_output=True, env=env, timeout=120)
+        assert b"Traceback" not in proc.stderr, proc.stderr.decode()
+        return proc
+
+    put = cli("put", store, str(tmp_path / "in.bin"))
+    assert put.returncode == 0, put.stderr
+    assert put.stdout.split()[:2] == [sha(data).encode(), str(len(data)).encode()]
+    cat = cli("cat", store, sha(data))
+    assert cat.returncode == 0 and cat.stdout == data
+    assert cli("verify", store).returncode == 0
+    info = cli("info", store, sha(data))
+    assert info.returncode == 0 and b'"size": %d' % len(data) in info.stdout

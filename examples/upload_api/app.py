@@ -92,6 +92,7 @@ def make_store(settings: Settings) -> ContentStore:
         return ContentStore(settings.root, reserve=settings.reserve)
     if settings.backend == "s3":
         import boto3  # only the S3 configuration needs it
+
         from streamstore.s3 import S3Backend
 
         client = boto3.client("s3", endpoint_url=settings.s3_endpoint or None)
