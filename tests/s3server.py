@@ -104,6 +104,10 @@ class S3Server:
                 self.ports = dict(zip(_PORT_FLAGS, _free_ports(len(_PORT_FLAGS)), strict=True))
             args = [weed_binary(), "mini", f"-dir={self.data}", "-ip=127.0.0.1",
                     "-ip.bind=127.0.0.1", f"-s3.config={self.config}", "-webdav=false",
+                    # Every bucket is a collection with volumes of its own; the
+                    # default cap (free disk / 128 MB) runs out after ~80 test
+                    # buckets on a small disk. Volumes are files made on demand.
+                    "-volume.max=10000",
                     "-master.telemetry=false", "-admin.ui=false"]
             args += [f"-{flag}={port}" for flag, port in self.ports.items()]
             with open(self.log, "ab") as log:

@@ -206,7 +206,7 @@ def test_encrypted_s3_store_from_the_command_line(tmp_path: Path, s3_server: S3S
         return proc
 
     put = cli("put", store, str(tmp_path / "in.bin"))
-    assert put.returncode == 0, put.stderr
+    assert put.returncode == 0, put.stderr.decode()
     assert put.stdout.split()[:2] == [sha(data).encode(), str(len(data)).encode()]
     cat = cli("cat", store, sha(data))
     assert cat.returncode == 0 and cat.stdout == data
