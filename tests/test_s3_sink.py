@@ -605,3 +605,27 @@ def test_an_interrupt_as_the_upload_is_created_leaves_no_upload(
     with pytest.raises(KeyboardInterrupt):
         ss.store_from_reader(data_of(3 * PART), sink(client, s3_bucket))
     assert_clean(s3_client, s3_bucket)
+
+
+def test_an_interrupt_inside_submit_after_the_create_was_queued(
+        s3_client: Any, s3_bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The interrupt lands inside ThreadPoolExecutor.submit after the create
+    request was queued (while submit starts a worker thread): the upload the
+    worker then creates is still found and aborted."""
+    import concurrent.futures as cf
+
+    real_submit = cf.ThreadPoolExecutor.submit
+    interrupted: list[bool] = []
+
+    def submit(self: cf.ThreadPoolExecutor, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        future = real_submit(self, fn, *args, **kwargs)
+        if not interrupted:
+            interrupted.append(True)
+            raise KeyboardInterrupt  # queued, and submit() never returned
+        return future
+
+    monkeypatch.setattr(cf.ThreadPoolExecutor, "submit", submit)
+    with pytest.raises(KeyboardInterrupt):
+        ss.store_from_reader(data_of(3 * PART), sink(s3_client, s3_bucket))
+    assert interrupted
+    assert_clean(s3_client, s3_bucket)

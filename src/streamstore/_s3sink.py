@@ -441,8 +441,8 @@ class S3Sink:
         self._cancel.set()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
-        creating = self._creating
-        if (self.upload_id is None and creating is not None and not creating.cancelled()
+        creating = self._creating  # done now if its work was ever queued (the pool is shut)
+        if (self.upload_id is None and creating is not None and creating.done()
                 and creating.exception() is None):
             self.upload_id = creating.result()  # created, though we never saw the answer
         self._inflight.clear()
@@ -475,8 +475,19 @@ class S3Sink:
         # abort() still learns the id of an upload the server created.
         self._pool = cf.ThreadPoolExecutor(self.max_concurrency,
                                            thread_name_prefix="streamstore-s3")
-        self._creating = self._pool.submit(self._create_request, self._upload_key())
-        self.upload_id = self._creating.result()
+        # The future is ours before the request can start: an interrupt inside
+        # submit() may land after the work was queued.
+        creating = self._creating = cf.Future()
+        key = self._upload_key()
+
+        def create() -> None:
+            try:
+                creating.set_result(self._create_request(key))
+            except BaseException as exc:
+                creating.set_exception(exc)
+
+        self._pool.submit(create)
+        self.upload_id = creating.result()
 
     def _create_request(self, key: str) -> str:
         with s3_errors("CreateMultipartUpload", self.bucket, key):
