@@ -46,6 +46,7 @@ __all__ = [
     "add_note",
     "check_int",
     "check_sha256",
+    "check_sink",
     "map_error",
     "split_options",
 ]

@@ -1,4 +1,4 @@
-"""Hashing on a second thread: the optimisation :class:`~streamstore._core.Operation`
+"""Hashing on a second thread: the optimisation :class:`~streamstore._core.Ingest`
 switches to once a stream proves large.
 
 One thread does read -> hooks -> write; a second one runs ``hashlib.update``.
