@@ -262,11 +262,6 @@ class Ingest:
         if self.max_size is not None and received > self.max_size:
             raise self._too_large(received)
 
-    @property
-    def over_cap(self) -> bool:
-        """True once more bytes were received than a cap allows."""
-        return self.max_size is not None and self.received > self.max_size
-
     # -- the ingest ---------------------------------------------------------------
 
     def start(self) -> None:
@@ -384,12 +379,6 @@ class Ingest:
         if first is not None:
             first.committed = result  # type: ignore[attr-defined]
             raise first
-
-    @property
-    def committing(self) -> bool:
-        """True once ``sink.commit`` was called (the store can no longer be undone
-        by cancelling it: wait for the outcome)."""
-        return self._state >= _COMMITTING
 
     def fail(self, exc: BaseException) -> BaseException:
         """Clean up after ``exc`` and return what to raise.

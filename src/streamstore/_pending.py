@@ -552,11 +552,6 @@ class TempSink:
             return False
         return (st.st_dev, st.st_ino) == self._ino
 
-    @property
-    def fileno(self) -> int:
-        """The temp file's descriptor (-1 when it is not open)."""
-        return self._fds[1] if len(self._fds) == 2 else -1
-
 
 _KINDS = {
     stat.S_IFIFO: "FIFO",

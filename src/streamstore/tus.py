@@ -918,13 +918,7 @@ class TusApp:
             record = await run_in_thread(self.staging.read, upload_id)
             yield _Hold(slot, record, data)
         finally:
-            try:
-                if data is not None:
-                    # in a worker too: closing the last descriptor of a removed
-                    # file frees its blocks, which takes a while for a big one
-                    await run_in_thread(data.close)
-            finally:
-                self._release(upload_id, slot)
+            await self._let_go(upload_id, slot, data)
 
     @contextlib.asynccontextmanager
     async def _created(self, record: Record) -> AsyncIterator[_Hold]:
@@ -939,11 +933,17 @@ class TusApp:
                 raise _storage_reply(exc) from exc
             yield _Hold(slot, record, data)
         finally:
-            try:
-                if data is not None:
-                    await run_in_thread(data.close)
-            finally:
-                self._release(record.id, slot)
+            await self._let_go(record.id, slot, data)
+
+    async def _let_go(self, upload_id: str, slot: _Slot, data: DataFile | None) -> None:
+        """Close the upload's data file, then release its in-process lock."""
+        try:
+            if data is not None:
+                # in a worker: closing the last descriptor of a removed file
+                # frees its blocks, which takes a while for a big one
+                await run_in_thread(data.close)
+        finally:
+            self._release(upload_id, slot)
 
     async def _acquire(self, upload_id: str, takeover: bool) -> _Slot:
         """Take the upload's in-process lock.  If a request holds it, wait up to
